@@ -1,0 +1,118 @@
+"""Default run: a small CLIP trained from scratch on the built-in synthetic shapes.
+
+    mmjax train --config configs/clip_synthetic.py --workdir runs/clip
+    mmjax train --config configs/clip_synthetic.py:siglip   # sigmoid loss variant
+    mmjax train --config configs/clip_synthetic.py:tiny     # seconds; for tests
+
+Sized to finish in a few minutes on a 2-core CPU and to reach high held-out
+retrieval on 256 eval pairs with distinct captions.
+"""
+
+import math
+
+import ml_collections
+
+from mmjax.sharding import DEFAULT_RULES
+
+CONTEXT = 12  # the longest synthetic caption is 10 words + BOS/EOS
+VOCAB = 32  # the shipped synthetic tokenizer has 31 tokens
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.task = dict(name="contrastive", loss="softmax")
+
+    c.model = ml_collections.ConfigDict()
+    c.model.dtype = "float32"  # compute dtype; params are always fp32
+    c.model.attention_impl = ""  # '' (XLA default), 'xla' or 'cudnn'
+    c.model.embed_dim = 128
+    c.model.logit_scale_init = math.log(10.0)
+    c.model.logit_bias_init = None
+    c.model.image = dict(
+        image_size=64,
+        patch_size=16,
+        width=128,
+        depth=3,
+        num_heads=4,
+        mlp_dim=512,
+        pool="cls",
+        posemb="sincos2d",
+        act="gelu",
+        pre_norm_embeddings=True,
+        dropout_rate=0.0,
+    )
+    c.model.text = dict(
+        kind="clip",
+        vocab_size=VOCAB,
+        context_length=CONTEXT,
+        eos_id=3,
+        width=128,
+        depth=2,
+        num_heads=4,
+        mlp_dim=512,
+        act="quick_gelu",
+        dropout_rate=0.0,
+    )
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "synthetic"
+    c.data.image_size = c.model.image.image_size
+    c.data.train_records = 100_000
+    c.data.eval_records = 256
+    c.data.synthetic_seed = 0
+    c.data.tokenizer = "synthetic"
+    c.data.normalization = "clip"
+    c.data.num_threads = 2
+    c.data.prefetch = 4
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adamw"
+    c.optim.lr = 2e-3
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 50
+    c.optim.end_lr_fraction = 0.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.98
+    c.optim.eps = 1e-6
+    c.optim.weight_decay = 0.05
+    c.optim.grad_clip_norm = 1.0
+
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules=DEFAULT_RULES)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 128
+    c.train.eval_batch_size = 128
+    c.train.seed = 0
+    c.train.log_every = 50
+    c.train.eval_every = 500
+    c.train.checkpoint_every = 100
+    c.train.max_checkpoints = 2
+
+    variants = set((arg or "").split(",")) - {""}
+    unknown = variants - {"siglip", "tiny"}
+    if unknown:
+        raise ValueError(f"clip_synthetic: unknown variants {sorted(unknown)}; known: siglip, tiny")
+    if "siglip" in variants:
+        c.task.loss = "sigmoid"
+        c.model.logit_bias_init = -10.0
+    if "tiny" in variants:  # seconds-long runs for tests and smoke checks
+        c.model.embed_dim = 32
+        c.model.image.update(
+            image_size=32, patch_size=8, width=32, depth=1, num_heads=2, mlp_dim=64
+        )
+        c.model.text.update(width=32, depth=1, num_heads=2, mlp_dim=64)
+        c.data.image_size = 32
+        c.data.train_records = 2_000
+        c.data.eval_records = 32
+        c.optim.warmup_steps = 2
+        c.optim.lr = 5e-3
+        c.train.update(
+            steps=20,
+            batch_size=16,
+            eval_batch_size=16,
+            log_every=5,
+            eval_every=10,
+            checkpoint_every=10,
+        )
+    return c

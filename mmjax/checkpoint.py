@@ -1,0 +1,64 @@
+"""Orbax checkpoints holding everything needed to resume exactly.
+
+One checkpoint = train state (params, optimizer state, step, RNG key), the
+grain iterator state and the config (JSON). Saves are asynchronous: the step
+loop waits only for the device-to-host copy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+
+ITEMS = ("state", "data", "config")
+
+
+class Checkpointer:
+    """``CheckpointManager`` over ``WORKDIR/checkpoints`` with ``max_to_keep`` recent saves."""
+
+    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(
+        self, step: int, state: Any, data_iterator: Any, config_json: str, force: bool = False
+    ) -> bool:
+        """Starts an async save of ``step``; returns whether a save was started."""
+        return self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+                config=ocp.args.JsonSave(json.loads(config_json)),
+            ),
+            force=force,
+        )
+
+    def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
+        """Restores ``step`` onto ``abstract_state`` (``jax.ShapeDtypeStruct`` leaves with
+        shardings) and sets ``data_iterator`` to where that step left off."""
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=grain.checkpoint.CheckpointRestore(data_iterator),
+            ),
+        )
+        return restored.state
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()

@@ -1,0 +1,79 @@
+"""The ``mmjax`` command: ``train`` and ``info``.
+
+mmjax train [--config FILE[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
+mmjax info  [--config FILE[:ARG]] [--config.KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from mmjax import config as config_lib
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Pulls ``--config.KEY=VALUE`` / ``--config.KEY VALUE`` out of ``argv``."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config."):
+            body = arg[len("--config.") :]
+            if "=" not in body:
+                if i + 1 >= len(argv):
+                    raise config_lib.ConfigError(f"{arg} needs a value")
+                body = f"{body}={argv[i + 1]}"
+                i += 1
+            overrides.append(body)
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmjax", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model (default: the built-in synthetic CLIP)")
+    train.add_argument("--config", help="config file, optionally FILE:ARG for a variant")
+    train.add_argument("--workdir", help="run directory (default: runs/<config>-<time>)")
+    info = sub.add_parser("info", help="JAX version, devices and a config's parameter count")
+    info.add_argument("--config", help="config file, optionally FILE:ARG")
+    return parser
+
+
+def _config(spec: str | None, overrides: list[str]):
+    return config_lib.apply_overrides(config_lib.load_config(spec), overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        rest, overrides = _split_overrides(argv)
+        args = _parser().parse_args(rest)
+        config = _config(args.config, overrides)
+    except config_lib.ConfigError as e:
+        print(f"mmjax: error: {e}", file=sys.stderr)
+        return 2
+    if args.command == "train":
+        from mmjax.train import train
+
+        name = Path((args.config or "clip_synthetic.py").partition(":")[0]).stem
+        workdir = args.workdir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"workdir: {workdir}")
+        result = train(config, workdir)
+        print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
+        return 0
+    if args.command == "info":
+        from mmjax.info import print_info
+
+        print_info(config)
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Text tokenization: a thin wrapper over a ``tokenizers.Tokenizer``.
+
+The built-in tokenizer is word-level over the synthetic caption grammar and
+ships with the package (``assets/synthetic_tokenizer.json``), so the default
+run needs no network. Any ``tokenizer.json`` (for example from a Hugging Face
+model directory) loads through the same class.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+SYNTHETIC_TOKENIZER = "synthetic_tokenizer.json"
+
+
+def build_synthetic_tokenizer() -> Tokenizer:
+    """Word-level tokenizer for the synthetic captions: ``[BOS] words [EOS]``, ids 0..3 special."""
+    from mmjax.data.synthetic import caption_words
+
+    vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS, EOS])}
+    for word in caption_words():
+        vocab[word] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A {EOS}", special_tokens=[(BOS, vocab[BOS]), (EOS, vocab[EOS])]
+    )
+    return tok
+
+
+class TextTokenizer:
+    """Batch tokenization to fixed-length ``[batch, length]`` int32 ids and bool padding masks.
+
+    Sequences are right-padded with ``pad_id`` and truncated to ``length``;
+    truncation keeps the end-of-text token (the post-processor adds it after
+    truncating), so EOT pooling always finds it.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, length: int, eos_token: str = EOS, pad_token: str = PAD
+    ):
+        self.tokenizer = tokenizer
+        self.length = length
+        self.pad_id = self._token_id(pad_token)
+        self.eos_id = self._token_id(eos_token)
+        tokenizer.enable_truncation(max_length=length)
+        tokenizer.enable_padding(length=length, pad_id=self.pad_id, pad_token=pad_token)
+
+    def _token_id(self, token: str) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ValueError(f"tokenizer has no {token!r} token")
+        return token_id
+
+    @classmethod
+    def from_file(cls, path: str | Path, length: int, **kwargs: str) -> TextTokenizer:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no tokenizer file at {path}")
+        return cls(Tokenizer.from_file(str(path)), length, **kwargs)
+
+    @classmethod
+    def synthetic(cls, length: int) -> TextTokenizer:
+        """The shipped word-level tokenizer for the built-in data."""
+        ref = resources.files("mmjax.data") / "assets" / SYNTHETIC_TOKENIZER
+        return cls(Tokenizer.from_str(ref.read_text()), length)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``texts`` -> ``(ids [batch, length] int32, padding_mask [batch, length] bool)``."""
+        encodings = self.tokenizer.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int32)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=bool)
+        return ids, mask
+
+
+def load_tokenizer(name: str, length: int) -> TextTokenizer:
+    """``'synthetic'`` (shipped) or a path to a ``tokenizer.json`` / a directory holding one."""
+    if name == "synthetic":
+        return TextTokenizer.synthetic(length)
+    return TextTokenizer.from_file(name, length)
+
+
+if __name__ == "__main__":  # regenerate the shipped file: python -m mmjax.data.tokenizer
+    out = Path(__file__).parent / "assets" / SYNTHETIC_TOKENIZER
+    out.write_text(build_synthetic_tokenizer().to_str(pretty=True) + "\n")
+    print(f"wrote {out}")

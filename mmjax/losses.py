@@ -1,0 +1,69 @@
+"""Contrastive losses on the global batch.
+
+Both take L2-normalized embeddings ``[batch, dim]``. Under ``jax.jit`` with a
+data-parallel batch sharding the arrays are global, so the ``[batch, batch]``
+similarity matrix covers every pair across devices (XLA inserts the
+all-gather): each example sees the whole global batch as negatives, as in
+CLIP's and SigLIP's multi-device training. All math is fp32.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def softmax_contrastive_loss(
+    image: jax.Array,
+    text: jax.Array,
+    logit_scale: jax.Array,
+    max_logit_scale: float = math.log(100.0),
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """CLIP's symmetric InfoNCE.
+
+    ``logit_scale`` is the log temperature, clipped at ``max_logit_scale``
+    (CLIP caps the temperature at 100). Returns ``(loss, metrics)``.
+    """
+    image = image.astype(jnp.float32)
+    text = text.astype(jnp.float32)
+    scale = jnp.exp(jnp.minimum(logit_scale, max_logit_scale))
+    logits = scale * image @ text.T  # [batch_img, batch_txt]
+    labels = jnp.arange(logits.shape[0])
+    i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    t2i = optax.softmax_cross_entropy_with_integer_labels(logits.T, labels)
+    loss = 0.5 * (jnp.mean(i2t) + jnp.mean(t2i))
+    metrics = {
+        "temperature": 1.0 / scale,
+        "train_i2t_acc": jnp.mean(jnp.argmax(logits, axis=1) == labels),
+        "train_t2i_acc": jnp.mean(jnp.argmax(logits, axis=0) == labels),
+    }
+    return loss, metrics
+
+
+def sigmoid_contrastive_loss(
+    image: jax.Array, text: jax.Array, logit_scale: jax.Array, logit_bias: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """SigLIP's pairwise sigmoid loss: ``-sum log sigmoid(z_ij * (t x_i.y_j + b)) / batch``.
+
+    ``z_ij`` is +1 on the diagonal (matching pairs) and -1 elsewhere.
+    """
+    image = image.astype(jnp.float32)
+    text = text.astype(jnp.float32)
+    logits = jnp.exp(logit_scale) * image @ text.T + logit_bias
+    n = logits.shape[0]
+    signs = 2.0 * jnp.eye(n, dtype=jnp.float32) - 1.0
+    loss = -jnp.sum(jax.nn.log_sigmoid(signs * logits)) / n
+    labels = jnp.arange(n)
+    metrics = {
+        "temperature": jnp.exp(-logit_scale),
+        "bias": logit_bias,
+        "train_i2t_acc": jnp.mean(jnp.argmax(logits, axis=1) == labels),
+        "train_t2i_acc": jnp.mean(jnp.argmax(logits, axis=0) == labels),
+    }
+    return loss, metrics
+
+
+LOSSES = ("softmax", "sigmoid")

@@ -1,0 +1,1 @@
+"""Flax Linen modules: the transformer, encoders and towers."""

@@ -1,0 +1,323 @@
+"""The one transformer: attention, MLP, block and encoder stack.
+
+Every encoder and decoder in mmjax (ViT, CLIP text, BERT, fusion encoders)
+builds on the modules here; the differences between them are options:
+pre- vs post-LayerNorm, causal masking, activation, QKV bias.
+
+Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``,
+``kv``, ``vocab``, ...) through ``nn.with_logical_partitioning`` and the main
+activations get ``nn.with_logical_constraint`` at block boundaries, so the same
+module runs on one CPU or a sharded mesh; ``mmjax.sharding`` maps the logical
+names onto mesh axes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    """Looks up an activation by name; an unknown name is an error listing the known ones."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {sorted(ACTIVATIONS)}") from None
+
+
+def dense_init(stddev: float = 0.02) -> nn.initializers.Initializer:
+    """Normal init for embeddings and learned tokens."""
+    return nn.initializers.normal(stddev=stddev)
+
+
+def kernel_init(
+    in_axis: int | tuple[int, ...] = -2, out_axis: int | tuple[int, ...] = -1
+) -> nn.initializers.Initializer:
+    """Xavier-uniform for projection kernels (big_vision's ViT init).
+
+    Fan-aware, so narrow models start with block outputs on the scale of the
+    residual stream; a fixed small std (BERT's 0.02) leaves a narrow ViT's class
+    token nearly identical for every image at init, which stalls contrastive
+    training for hundreds of steps.
+    """
+    return nn.initializers.xavier_uniform(in_axis=in_axis, out_axis=out_axis)
+
+
+def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+    """LayerNorm whose scale and bias carry the ``embed`` logical axis."""
+    return nn.LayerNorm(
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name=name,
+    )
+
+
+def padding_to_lengths(padding_mask: Array | None) -> Array | None:
+    """``[batch, seq]`` bool (True = real token, right-padded) -> ``[batch]`` int32 lengths."""
+    if padding_mask is None:
+        return None
+    return jnp.sum(padding_mask.astype(jnp.int32), axis=-1)
+
+
+class HeadsProjection(nn.Module):
+    """``[batch, seq, embed]`` -> ``[batch, seq, heads, kv]``; kernel ``[embed, heads, kv]``."""
+
+    num_heads: int
+    head_dim: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(kernel_init(0, (1, 2)), ("embed", "heads", "kv")),
+            (x.shape[-1], self.num_heads, self.head_dim),
+            jnp.float32,
+        )
+        y = jnp.einsum("bse,ehd->bshd", x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
+                (self.num_heads, self.head_dim),
+                jnp.float32,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class HeadsOutput(nn.Module):
+    """``[batch, seq, heads, kv]`` -> ``[batch, seq, embed]``; kernel ``[heads, kv, embed]``."""
+
+    features: int
+    use_bias: bool = True
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param(
+            "kernel",
+            nn.with_logical_partitioning(kernel_init((0, 1), 2), ("heads", "kv", "embed")),
+            (x.shape[-2], x.shape[-1], self.features),
+            jnp.float32,
+        )
+        y = jnp.einsum("bshd,hde->bse", x.astype(self.dtype), kernel.astype(self.dtype))
+        if self.use_bias:
+            bias = self.param(
+                "bias",
+                nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+                (self.features,),
+                jnp.float32,
+            )
+            y = y + bias.astype(self.dtype)
+        return y
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention on ``jax.nn.dot_product_attention``.
+
+    Inputs are ``[batch, q_len, embed]`` queries and ``[batch, kv_len, embed]``
+    keys/values; the output is ``[batch, q_len, embed]``. Padding is given as
+    ``kv_lengths`` (``[batch]``, right-padded keys) so that the cuDNN kernel can
+    be used; an arbitrary boolean ``mask`` broadcastable to
+    ``[batch, heads, q_len, kv_len]`` is also accepted (XLA kernel only).
+    """
+
+    num_heads: int
+    head_dim: int | None = None
+    qkv_bias: bool = True
+    out_bias: bool = True
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    implementation: str | None = None  # None (XLA), 'xla' or 'cudnn'
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs_q: Array,
+        inputs_kv: Array | None = None,
+        *,
+        causal: bool = False,
+        kv_lengths: Array | None = None,
+        mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        inputs_kv = inputs_q if inputs_kv is None else inputs_kv
+        embed = inputs_q.shape[-1]
+        if self.head_dim is None and embed % self.num_heads:
+            raise ValueError(f"embed dim {embed} is not divisible by num_heads {self.num_heads}")
+        head_dim = self.head_dim or embed // self.num_heads
+
+        def proj(name: str, x: Array) -> Array:
+            return HeadsProjection(self.num_heads, head_dim, self.qkv_bias, self.dtype, name=name)(
+                x
+            )
+
+        q = proj("query", inputs_q)
+        k = proj("key", inputs_kv)
+        v = proj("value", inputs_kv)
+        q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "kv"))
+        k = nn.with_logical_constraint(k, ("batch", "seq", "heads", "kv"))
+        v = nn.with_logical_constraint(v, ("batch", "seq", "heads", "kv"))
+
+        # The fused kernels have no attention-probability dropout; dropout is
+        # applied to the attention output instead, which keeps the fast path.
+        out = jax.nn.dot_product_attention(
+            q,
+            k,
+            v,
+            mask=mask,
+            is_causal=causal,
+            key_value_seq_lengths=kv_lengths,
+            implementation=self.implementation,
+        )  # [batch, q_len, heads, head_dim]
+        out = nn.with_logical_constraint(out, ("batch", "seq", "heads", "kv"))
+        out = HeadsOutput(embed, self.out_bias, self.dtype, name="out")(out)
+        return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+
+
+class Mlp(nn.Module):
+    """Position-wise MLP: ``[batch, seq, embed]`` -> ``[.., mlp]`` -> ``[batch, seq, embed]``."""
+
+    mlp_dim: int
+    act: str = "gelu"
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+        embed = x.shape[-1]
+        h = nn.Dense(
+            self.mlp_dim,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+            name="wi",
+        )(x)
+        h = activation(self.act)(h)
+        h = nn.with_logical_constraint(h, ("batch", "seq", "mlp"))
+        h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+        out = nn.Dense(
+            embed,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(kernel_init(), ("mlp", "embed")),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="wo",
+        )(h)
+        return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+
+
+class TransformerBlock(nn.Module):
+    """One transformer layer on ``[batch, seq, embed]``.
+
+    ``pre_norm=True`` is the ViT/CLIP layout (``x + attn(ln(x))``);
+    ``pre_norm=False`` is the BERT layout (``ln(x + attn(x))``).
+    """
+
+    num_heads: int
+    mlp_dim: int
+    pre_norm: bool = True
+    act: str = "gelu"
+    qkv_bias: bool = True
+    dropout_rate: float = 0.0
+    ln_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        *,
+        causal: bool = False,
+        kv_lengths: Array | None = None,
+        mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        attn = MultiHeadAttention(
+            num_heads=self.num_heads,
+            qkv_bias=self.qkv_bias,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            implementation=self.attention_impl,
+            name="attn",
+        )
+        mlp = Mlp(
+            self.mlp_dim, act=self.act, dropout_rate=self.dropout_rate, dtype=self.dtype, name="mlp"
+        )
+        ln1 = layer_norm(self.ln_eps, self.dtype, name="ln1")
+        ln2 = layer_norm(self.ln_eps, self.dtype, name="ln2")
+        kw = dict(causal=causal, kv_lengths=kv_lengths, mask=mask, deterministic=deterministic)
+        if self.pre_norm:
+            x = x + attn(ln1(x), **kw)
+            x = x + mlp(ln2(x), deterministic=deterministic)
+        else:
+            x = ln1(x + attn(x, **kw))
+            x = ln2(x + mlp(x, deterministic=deterministic))
+        return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+
+
+class Encoder(nn.Module):
+    """A stack of ``depth`` transformer blocks on ``[batch, seq, embed]``.
+
+    Returns the final hidden states ``[batch, seq, embed]`` (without a final
+    norm: towers add their own, since ViT, CLIP and BERT differ there).
+    """
+
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    pre_norm: bool = True
+    act: str = "gelu"
+    qkv_bias: bool = True
+    dropout_rate: float = 0.0
+    ln_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        *,
+        causal: bool = False,
+        kv_lengths: Array | None = None,
+        mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "seq", "embed"))
+        for i in range(self.depth):
+            x = TransformerBlock(
+                num_heads=self.num_heads,
+                mlp_dim=self.mlp_dim,
+                pre_norm=self.pre_norm,
+                act=self.act,
+                qkv_bias=self.qkv_bias,
+                dropout_rate=self.dropout_rate,
+                ln_eps=self.ln_eps,
+                dtype=self.dtype,
+                attention_impl=self.attention_impl,
+                name=f"layer_{i}",
+            )(x, causal=causal, kv_lengths=kv_lengths, mask=mask, deterministic=deterministic)
+        return x

@@ -1,0 +1,176 @@
+"""Text encoders on the shared transformer: CLIP-style (causal, EOT pooling) and BERT-style."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models.layers import (
+    Dtype,
+    Encoder,
+    dense_init,
+    kernel_init,
+    layer_norm,
+    padding_to_lengths,
+)
+
+
+def embed(vocab_size: int, width: int, name: str) -> nn.Embed:
+    """Token embedding table ``[vocab, embed]`` with logical axis names."""
+    return nn.Embed(
+        vocab_size,
+        width,
+        embedding_init=nn.with_logical_partitioning(dense_init(), ("vocab", "embed")),
+        name=name,
+    )
+
+
+def position_embedding(module: nn.Module, length: int, width: int, name: str) -> jax.Array:
+    """Learned positions ``[length, embed]``."""
+    return module.param(
+        name,
+        nn.with_logical_partitioning(nn.initializers.normal(0.01), (None, "embed")),
+        (length, width),
+        jnp.float32,
+    )
+
+
+class CLIPTextTransformer(nn.Module):
+    """CLIP text tower: causal pre-LN transformer pooled at the end-of-text token.
+
+    ``tokens`` ``[batch, seq]`` int32, ``padding_mask`` ``[batch, seq]`` bool
+    (True = real token). Returns ``{'tokens': [batch, seq, width],
+    'pooled': [batch, width]}``; ``pooled`` is the final hidden state at the
+    first ``eos_id`` token (the last real token when ``eos_id`` is absent).
+    """
+
+    vocab_size: int
+    context_length: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    eos_id: int
+    act: str = "quick_gelu"
+    ln_eps: float = 1e-5
+    causal: bool = True
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        padding_mask: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> dict[str, jax.Array]:
+        seq = tokens.shape[1]
+        if seq > self.context_length:
+            raise ValueError(f"text has {seq} tokens, context_length is {self.context_length}")
+        x = embed(self.vocab_size, self.width, "token_embed")(tokens)
+        pos = position_embedding(self, self.context_length, self.width, "pos_embed")
+        x = (x + pos[None, :seq]).astype(self.dtype)
+        x = Encoder(
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=True,
+            act=self.act,
+            ln_eps=self.ln_eps,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            name="encoder",
+        )(
+            x,
+            causal=self.causal,
+            kv_lengths=padding_to_lengths(padding_mask),
+            deterministic=deterministic,
+        )
+        x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
+        is_eos = tokens == self.eos_id
+        if padding_mask is not None:
+            last_real = jnp.sum(padding_mask.astype(jnp.int32), axis=1) - 1
+        else:
+            last_real = jnp.full((tokens.shape[0],), seq - 1)
+        pool_at = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), last_real)
+        pooled = jnp.take_along_axis(x, pool_at[:, None, None], axis=1)[:, 0]
+        return {"tokens": x, "pooled": pooled}
+
+
+class BertEncoder(nn.Module):
+    """BERT-style bidirectional post-LN encoder.
+
+    ``tokens`` / ``padding_mask`` / ``token_types`` are ``[batch, seq]``.
+    Returns ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``;
+    ``pooled`` is ``tanh(dense(h[CLS]))`` (BERT's pooler) or the masked mean.
+    """
+
+    vocab_size: int
+    max_positions: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    type_vocab_size: int = 2
+    act: str = "gelu"
+    ln_eps: float = 1e-12
+    pool: str = "cls"
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        padding_mask: jax.Array | None = None,
+        token_types: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> dict[str, jax.Array]:
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"unknown pool {self.pool!r}; known: ('cls', 'mean')")
+        seq = tokens.shape[1]
+        if seq > self.max_positions:
+            raise ValueError(f"text has {seq} tokens, max_positions is {self.max_positions}")
+        if token_types is None:
+            token_types = jnp.zeros_like(tokens)
+        x = embed(self.vocab_size, self.width, "word_embed")(tokens)
+        x = x + position_embedding(self, self.max_positions, self.width, "pos_embed")[None, :seq]
+        x = x + embed(self.type_vocab_size, self.width, "type_embed")(token_types)
+        x = layer_norm(self.ln_eps, self.dtype, name="ln_embed")(x.astype(self.dtype))
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = Encoder(
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=False,
+            act=self.act,
+            ln_eps=self.ln_eps,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            name="encoder",
+        )(x, kv_lengths=padding_to_lengths(padding_mask), deterministic=deterministic)
+        if self.pool == "cls":
+            pooled = nn.Dense(
+                self.width,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                name="pooler",
+            )(x[:, 0])
+            pooled = jnp.tanh(pooled)
+        else:
+            m = (
+                jnp.ones(tokens.shape, x.dtype)
+                if padding_mask is None
+                else padding_mask.astype(x.dtype)
+            )
+            pooled = jnp.sum(x * m[..., None], axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1)[:, None]
+        return {"tokens": x, "pooled": pooled}

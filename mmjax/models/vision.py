@@ -1,0 +1,168 @@
+"""Vision Transformer image encoder on the shared transformer in ``layers.py``."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
+
+POOLS = ("cls", "mean", "map")
+POSEMBS = ("learn", "sincos2d")
+
+
+def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> jax.Array:
+    """Fixed 2-D sine-cosine position embeddings ``[h * w, width]`` (MoCo v3 / big_vision)."""
+    if width % 4:
+        raise ValueError(f"sincos2d position embeddings need width % 4 == 0, got {width}")
+    y, x = jnp.mgrid[:h, :w]
+    omega = 1.0 / temperature ** (jnp.arange(width // 4) / max(width // 4 - 1, 1))
+    y = jnp.einsum("m,d->md", y.reshape(-1).astype(jnp.float32), omega)
+    x = jnp.einsum("m,d->md", x.reshape(-1).astype(jnp.float32), omega)
+    return jnp.concatenate([jnp.sin(x), jnp.cos(x), jnp.sin(y), jnp.cos(y)], axis=1)
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling (SigLIP): a learned probe attends over the tokens.
+
+    ``[batch, seq, embed]`` -> ``[batch, embed]``.
+    """
+
+    num_heads: int
+    mlp_dim: int
+    act: str = "gelu_tanh"
+    ln_eps: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        embed = x.shape[-1]
+        probe = self.param(
+            "probe",
+            nn.with_logical_partitioning(nn.initializers.xavier_uniform(), (None, None, "embed")),
+            (1, 1, embed),
+            jnp.float32,
+        )
+        probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, embed))
+        y = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(probe, x)
+        y = y + Mlp(self.mlp_dim, act=self.act, dtype=self.dtype, name="mlp")(
+            layer_norm(self.ln_eps, self.dtype, name="ln")(y)
+        )
+        return y[:, 0]
+
+
+class VisionTransformer(nn.Module):
+    """ViT: patch embedding, learned positions, transformer, pooling.
+
+    Input ``images`` is ``[batch, height, width, channels]`` (already normalized
+    floats). Returns ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``
+    where ``seq`` is the number of patches (+1 with a class token).
+    ``posemb='learn'`` learns positions for every token, class token included
+    (CLIP's layout); ``'sincos2d'`` adds fixed 2-D sine-cosine positions to the
+    patches only (big_vision's), which a model uses from the first step.
+    ``pre_norm_embeddings`` applies a LayerNorm to the embeddings before the
+    encoder (CLIP's ``pre_layrnorm``).
+    """
+
+    image_size: int
+    patch_size: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    pool: str = "cls"
+    posemb: str = "learn"
+    act: str = "gelu"
+    ln_eps: float = 1e-5
+    pre_norm_embeddings: bool = False
+    patch_bias: bool = True
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+
+    def num_patches(self) -> int:
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
+            )
+        return (self.image_size // self.patch_size) ** 2
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, deterministic: bool = True) -> dict[str, jax.Array]:
+        if self.pool not in POOLS:
+            raise ValueError(f"unknown pool {self.pool!r}; known: {POOLS}")
+        if images.shape[1:3] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"images are {images.shape[1:3]}, the model expects "
+                f"{(self.image_size, self.image_size)}"
+            )
+        p = self.patch_size
+        x = nn.Conv(
+            self.width,
+            kernel_size=(p, p),
+            strides=(p, p),
+            padding="VALID",
+            use_bias=self.patch_bias,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (None, None, None, "embed")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="patch_embed",
+        )(images.astype(self.dtype))
+        batch, grid_h, grid_w = x.shape[:3]
+        x = x.reshape(batch, -1, self.width)  # [batch, patches, width]
+        if self.posemb not in POSEMBS:
+            raise ValueError(f"unknown posemb {self.posemb!r}; known: {POSEMBS}")
+        if self.posemb == "sincos2d":
+            x = x + posemb_sincos_2d(grid_h, grid_w, self.width).astype(x.dtype)[None]
+
+        if self.pool == "cls":
+            cls = self.param(
+                "cls_token",
+                nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
+                (self.width,),
+                jnp.float32,
+            )
+            cls = jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width))
+            x = jnp.concatenate([cls, x], axis=1)
+        if self.posemb == "learn":
+            pos = self.param(
+                "pos_embed",
+                nn.with_logical_partitioning(dense_init(self.width**-0.5), (None, "embed")),
+                (x.shape[1], self.width),
+                jnp.float32,
+            )
+            x = x + pos.astype(x.dtype)[None]
+        if self.pre_norm_embeddings:
+            x = layer_norm(self.ln_eps, self.dtype, name="ln_pre")(x)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+
+        x = Encoder(
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=True,
+            act=self.act,
+            ln_eps=self.ln_eps,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            name="encoder",
+        )(x, deterministic=deterministic)
+
+        if self.pool == "cls":
+            # CLIP normalizes only the pooled class token; tokens stay raw.
+            pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x[:, 0])
+            tokens = x
+        else:
+            tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
+            if self.pool == "mean":
+                pooled = jnp.mean(tokens, axis=1)
+            else:
+                pooled = MAPHead(
+                    self.num_heads, self.mlp_dim, ln_eps=self.ln_eps, dtype=self.dtype, name="map"
+                )(tokens)
+        return {"tokens": tokens, "pooled": pooled}

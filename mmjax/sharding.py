@@ -1,0 +1,112 @@
+"""Device meshes, logical axis rules and shardings for params, state and batches.
+
+Modules name the axes of their params and activations logically (``batch``,
+``embed``, ``mlp``, ``heads``, ...); ``config.mesh.rules`` maps those names to
+the mesh axes ``data``, ``fsdp`` and ``tensor``. One device and a pod slice
+run the same code: on one device every axis has size 1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical name -> mesh axes. Batches split over data x fsdp; params over fsdp
+# (ZeRO-3 style) and tensor (Megatron style). With fsdp = tensor = 1 this is
+# plain data parallelism.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("seq", None),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("vocab", "tensor"),
+    ("proj", None),
+    ("patch", None),
+)
+
+
+def mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
+    """Resolves ``{'data': -1, 'fsdp': 1, 'tensor': 1}`` against ``num_devices`` (-1 fills)."""
+    sizes = {axis: int(mesh_cfg.get(axis, 1)) for axis in MESH_AXES}
+    fill = [axis for axis, size in sizes.items() if size == -1]
+    if len(fill) > 1:
+        raise ValueError(f"config.mesh: only one axis may be -1, got {sizes}")
+    if any(size == 0 or size < -1 for size in sizes.values()):
+        raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {sizes}")
+    fixed = math.prod(size for size in sizes.values() if size != -1)
+    if fill:
+        if num_devices % fixed:
+            raise ValueError(
+                f"config.mesh asks for {sizes}: the fixed axes need a multiple of {fixed} "
+                f"devices, but there are {num_devices}"
+            )
+        sizes[fill[0]] = num_devices // fixed
+    elif fixed != num_devices:
+        raise ValueError(
+            f"config.mesh asks for {sizes} = {fixed} devices, but there are {num_devices}"
+        )
+    return sizes
+
+
+def make_mesh(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ``Mesh`` over ``MESH_AXES`` with Auto axis types (so sharding constraints apply)."""
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = mesh_shape(mesh_cfg, len(devices))
+    shape = tuple(sizes[a] for a in MESH_AXES)
+    auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+    # jax.make_mesh orders devices for the physical topology (ICI rings on TPU).
+    return jax.make_mesh(shape, MESH_AXES, axis_types=auto, devices=devices)
+
+
+def logical_rules(mesh_cfg: Any) -> tuple[tuple[str, Any], ...]:
+    """The logical -> mesh rules from ``config.mesh.rules``; a name listed twice is an error."""
+    rules = tuple(
+        (name, tuple(axes) if isinstance(axes, list) else axes)
+        for name, axes in mesh_cfg.get("rules", DEFAULT_RULES)
+    )
+    names = [name for name, _ in rules]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"config.mesh.rules: logical axes listed more than once: {duplicates}")
+    for name, axes in rules:
+        for axis in axes if isinstance(axes, tuple) else (axes,):
+            if axis is not None and axis not in MESH_AXES:
+                raise ValueError(
+                    f"config.mesh.rules: {name!r} maps to unknown mesh axis {axis!r}; "
+                    f"known: {MESH_AXES}"
+                )
+    return rules
+
+
+def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: Any) -> Any:
+    """Tree of ``NamedSharding`` for a tree holding ``nn.LogicallyPartitioned`` boxes.
+
+    Unboxed leaves (optimizer counters, the step, the RNG key) are replicated.
+    """
+    specs = nn.get_partition_spec(abstract_boxed)
+    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``data`` x ``fsdp``; the rest replicated."""
+    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's share of a batch -> global arrays sharded over the batch axis."""
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}

@@ -1,0 +1,82 @@
+"""Contrastive image-text pretraining (CLIP softmax or SigLIP sigmoid loss) and retrieval eval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.data.transforms import normalize_images
+from mmjax.evaluate import retrieval_metrics
+from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
+from mmjax.models.towers import build_two_tower
+
+Batch = dict[str, jax.Array]
+
+
+class ContrastiveTask:
+    """Model + loss + eval for two-tower contrastive training.
+
+    A batch is ``{'image': uint8 [batch, H, W, 3], 'tokens': int32 [batch, seq],
+    'padding_mask': bool [batch, seq]}``.
+    """
+
+    def __init__(self, config: Any):
+        if config.task.loss not in LOSSES:
+            raise ValueError(f"config.task.loss: unknown {config.task.loss!r}; known: {LOSSES}")
+        self.loss_kind = config.task.loss
+        self.model = build_two_tower(config.model)
+        self.normalization = config.data.normalization
+        self.image_size = config.model.image.image_size
+        self.context_length = config.model.text.context_length
+
+    def dummy_batch(self, batch_size: int = 1) -> Batch:
+        n, s = self.image_size, self.context_length
+        return {
+            "image": jnp.zeros((batch_size, n, n, 3), jnp.uint8),
+            "tokens": jnp.zeros((batch_size, s), jnp.int32),
+            "padding_mask": jnp.ones((batch_size, s), bool),
+        }
+
+    def init(self, rng: jax.Array) -> Any:
+        """Boxed (logically partitioned) variables."""
+        b = self.dummy_batch()
+        return self.model.init(
+            {"params": rng},
+            normalize_images(b["image"], self.normalization),
+            b["tokens"],
+            b["padding_mask"],
+        )
+
+    def loss(
+        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        out = self.model.apply(
+            {"params": params},
+            normalize_images(batch["image"], self.normalization),
+            batch["tokens"],
+            batch["padding_mask"],
+            deterministic=not train,
+            rngs={"dropout": rng},
+        )
+        if self.loss_kind == "softmax":
+            return softmax_contrastive_loss(out["image"], out["text"], out["logit_scale"])
+        return sigmoid_contrastive_loss(
+            out["image"], out["text"], out["logit_scale"], out["logit_bias"]
+        )
+
+    def embed(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
+        """Eval forward: ``{'image': [batch, dim], 'text': [batch, dim]}``."""
+        out = self.model.apply(
+            {"params": params},
+            normalize_images(batch["image"], self.normalization),
+            batch["tokens"],
+            batch["padding_mask"],
+        )
+        return {"image": out["image"], "text": out["text"]}
+
+    def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """Recall@1/5 both ways over the whole eval split."""
+        return retrieval_metrics(outputs["image"], outputs["text"], ks=(1, 5))

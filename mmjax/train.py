@@ -1,0 +1,194 @@
+"""The training loop: sharded init, jitted step, periodic eval, metrics, checkpoints, resume.
+
+Init follows the sharded pattern: ``jax.eval_shape(init)`` gives the state's
+shapes and logical axis names, ``mmjax.sharding`` turns them into
+``NamedSharding``s, and ``jax.jit(init, out_shardings=...)`` materializes each
+shard where it lives. The step is ``jax.jit`` with explicit in/out shardings
+and the state donated. One device is simply a 1-device mesh.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from jax.experimental import multihost_utils
+
+from mmjax import config as config_lib
+from mmjax import sharding
+from mmjax.checkpoint import Checkpointer
+from mmjax.data.pipeline import eval_batches, train_dataset
+from mmjax.data.tokenizer import load_tokenizer
+from mmjax.metric_writer import MetricWriter
+from mmjax.optim import make_optimizer
+from mmjax.tasks import build_task
+
+
+class TrainState(flax.struct.PyTreeNode):
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def init_train_state(
+    task: Any, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rules: Any, seed: int
+) -> tuple[TrainState, Any]:
+    """Sharded init; returns ``(state, state_shardings)``."""
+
+    def init(rng: jax.Array) -> TrainState:
+        params_rng, state_rng = jax.random.split(rng)
+        params = task.init(params_rng)["params"]  # boxed with logical axis names
+        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng)
+
+    rng = jax.random.PRNGKey(seed)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        abstract = jax.eval_shape(init, rng)
+        shardings = sharding.logical_shardings(abstract, mesh, rules)
+        state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Any) -> Any:
+    def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
+        rng, step_rng = jax.random.split(state.rng)
+        grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+        (loss, metrics), grads = grad_fn(state.params, batch, step_rng, True)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(
+            metrics, loss=loss, lr=schedule(state.step), grad_norm=optax.tree.norm(grads)
+        )
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        return new_state, metrics
+
+    return train_step
+
+
+def evaluate(
+    task: Any,
+    eval_fn: Any,
+    params: Any,
+    batches: list[dict[str, np.ndarray]],
+    mesh: jax.sharding.Mesh,
+) -> dict[str, float]:
+    """Embeds every eval batch on the mesh and computes the task's metrics on the host."""
+    outputs: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        valid = batch["valid"]
+        inputs = sharding.global_batch({k: v for k, v in batch.items() if k != "valid"}, mesh)
+        out = eval_fn(params, inputs)
+        valid_all = np.asarray(multihost_utils.process_allgather(valid))
+        for key, value in out.items():
+            outputs.setdefault(key, []).append(np.asarray(value)[valid_all.reshape(-1)])
+    return task.eval_metrics({k: np.concatenate(v) for k, v in outputs.items()})
+
+
+def train(config: Any, workdir: str | Path) -> dict[str, float]:
+    """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
+
+    Returns the last logged metrics (train and eval).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_json = config_lib.to_json(config)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config_json + "\n")
+
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.logical_rules(config.mesh)
+    task = build_task(config)
+    tokenizer = load_tokenizer(config.data.tokenizer, config.model.text.context_length)
+    if tokenizer.vocab_size > config.model.text.vocab_size:
+        raise config_lib.ConfigError(
+            f"config.model.text.vocab_size is {config.model.text.vocab_size}, but tokenizer "
+            f"{config.data.tokenizer!r} has {tokenizer.vocab_size} tokens"
+        )
+    steps = int(config.train.steps)
+    tx, schedule = make_optimizer(config.optim, steps)
+    state, state_shardings = init_train_state(task, tx, mesh, rules, config.train.seed)
+    data_sharding = sharding.batch_sharding(mesh)
+
+    data_iter = iter(
+        train_dataset(config.data, tokenizer, config.train.batch_size, config.train.seed)
+    )
+    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints)
+    start = ckpt.latest_step()
+    if start is not None:
+        abstract = jax.tree.map(
+            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+        )
+        state = ckpt.restore(start, abstract, data_iter)
+        print(f"resumed from {ckpt.directory} at step {start}")
+    start = int(state.step)
+
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        step_fn = jax.jit(
+            make_train_step(task, tx, schedule),
+            in_shardings=(state_shardings, data_sharding),
+            out_shardings=(state_shardings, sharding.replicated(mesh)),
+            donate_argnums=0,
+        )
+        eval_fn = jax.jit(
+            task.embed,
+            in_shardings=(state_shardings.params, data_sharding),
+            out_shardings=sharding.replicated(mesh),
+        )
+        eval_data = eval_batches(config.data, tokenizer, config.train.eval_batch_size)
+        writer = MetricWriter(workdir)
+        last: dict[str, float] = {}
+        bar = tqdm.tqdm(
+            total=steps,
+            initial=start,
+            desc="train",
+            mininterval=1.0,
+            unit="step",
+            disable=jax.process_index() != 0,
+            dynamic_ncols=True,
+        )
+        t_last, step_last = time.perf_counter(), start
+        pending: list[tuple[int, dict]] = []
+        for step in range(start + 1, steps + 1):
+            batch = sharding.global_batch(next(data_iter), mesh)
+            state, metrics = step_fn(state, batch)
+            pending.append((step, metrics))
+            bar.update(1)
+            is_last = step == steps
+            if step % max(config.train.log_every, 1) == 0 or is_last:
+                # Fetching only here keeps the host ahead of the device between logs.
+                host = jax.device_get(pending[-1][1])
+                now = time.perf_counter()
+                row = {k: float(v) for k, v in host.items()}
+                row["steps_per_sec"] = (step - step_last) / (now - t_last)
+                row["samples_per_sec"] = row["steps_per_sec"] * config.train.batch_size
+                t_last, step_last, pending = now, step, []
+                if not np.isfinite(row["loss"]):
+                    raise FloatingPointError(f"loss is {row['loss']} at step {step}")
+                last.update(row)
+                writer.write(step, row)
+                bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_sec']:.0f}")
+            if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
+                t0 = time.perf_counter()
+                eval_row = {
+                    f"eval/{k}": v
+                    for k, v in evaluate(task, eval_fn, state.params, eval_data, mesh).items()
+                }
+                last.update(eval_row)
+                writer.write(step, eval_row)
+                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in eval_row.items()))
+                t_last += time.perf_counter() - t0  # eval time is not training throughput
+            every = config.train.checkpoint_every
+            if (every and step % every == 0) or is_last:
+                ckpt.save(step, state, data_iter, config_json, force=is_last)
+        bar.close()
+        ckpt.close()
+        writer.close()
+    return last

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests run on the CPU; multi-device cases use subprocesses with fake devices."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = REPO / "configs" / "clip_synthetic.py"
+
+
+@pytest.fixture
+def tiny_config():
+    """The default config's ``tiny`` variant: a run of a few seconds."""
+    from mmjax import config as config_lib
+
+    return config_lib.load_config(f"{CONFIG}:tiny")
+
+
+def run_python(code: str, devices: int = 1, timeout: float = 300) -> str:
+    """Runs ``code`` in a fresh interpreter with ``devices`` fake CPU devices; returns stdout."""
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout
