@@ -8,6 +8,7 @@ run the same code: on one device every axis has size 1.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,9 @@ import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+logger = logging.getLogger("mmjax")
+MAX_NOTES = 12  # divisibility notes printed in full; the rest are counted
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -88,13 +92,51 @@ def logical_rules(mesh_cfg: Any) -> tuple[tuple[str, Any], ...]:
     return rules
 
 
+def _fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> tuple[PartitionSpec, str]:
+    """Drops mesh axes from dims they do not divide; returns the spec and a note (or '')."""
+    dims, notes = [], []
+    for i, axes in enumerate(tuple(spec) + (None,) * (len(shape) - len(spec))):
+        names = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+        size = math.prod(mesh.shape[a] for a in names)
+        if names and shape[i] % size:
+            notes.append(f"dim {i} ({shape[i]}) not divisible by {'x'.join(names)}={size}")
+            axes = None
+        dims.append(axes)
+    return PartitionSpec(*dims), "; ".join(notes)
+
+
 def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: Any) -> Any:
     """Tree of ``NamedSharding`` for a tree holding ``nn.LogicallyPartitioned`` boxes.
 
     Unboxed leaves (optimizer counters, the step, the RNG key) are replicated.
+    A dimension that its mesh axes do not divide is replicated instead, with a
+    logged note naming the param (a 1000-way vocab on an 8-way axis, say).
     """
-    specs = nn.get_partition_spec(abstract_boxed)
-    return nn.logical_to_mesh_sharding(specs, mesh, rules)
+    specs = nn.logical_to_mesh(nn.get_partition_spec(abstract_boxed), rules)
+    is_box = lambda x: isinstance(x, nn.Partitioned)  # noqa: E731
+    shapes = jax.tree.map(lambda x: x.value if is_box(x) else x, abstract_boxed, is_leaf=is_box)
+    notes = []
+
+    def to_sharding(path: Any, spec: Any, leaf: Any) -> NamedSharding:
+        spec = spec if isinstance(spec, PartitionSpec) else PartitionSpec()
+        spec, note = _fit_spec(spec, tuple(getattr(leaf, "shape", ())), mesh)
+        if note:
+            notes.append(f"{jax.tree_util.keystr(path, simple=True, separator='/')}: {note}")
+        return NamedSharding(mesh, spec)
+
+    shardings = jax.tree_util.tree_map_with_path(
+        to_sharding, specs, shapes, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None
+    )
+    if notes and jax.process_index() == 0:
+        shown = notes[:MAX_NOTES] + (
+            [f"... and {len(notes) - MAX_NOTES} more"] if len(notes) > MAX_NOTES else []
+        )
+        logger.warning(
+            "replicated %d dims that do not divide their mesh axes:\n  %s",
+            len(notes),
+            "\n  ".join(shown),
+        )
+    return shardings
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -116,3 +116,22 @@ def test_eval_batches_cover_every_record_once():
     assert len(batches) == 3
     labels = np.concatenate([b["label"][b["valid"]] for b in batches])
     assert len(labels) == 40 and len(set(labels.tolist())) == 40
+
+
+def test_global_batch_is_the_same_for_any_process_count(monkeypatch):
+    """Two processes' shares of step t, stacked, are the one-process batch of step t."""
+    import mmjax.data.pipeline as pipeline
+
+    tok = TextTokenizer.synthetic(12)
+    cfg = _data_cfg()
+    single = iter(train_dataset(cfg, tok, 8, seed=5))
+    want = [next(single)["label"] for _ in range(3)]
+    shares = []
+    for index in range(2):
+        monkeypatch.setattr(pipeline.jax, "process_count", lambda: 2)
+        monkeypatch.setattr(pipeline.jax, "process_index", lambda i=index: i)
+        it = iter(train_dataset(cfg, tok, 8, seed=5))
+        shares.append([next(it)["label"] for _ in range(3)])
+    for step in range(3):
+        assert shares[0][step].shape == (4,)
+        np.testing.assert_array_equal(np.concatenate([s[step] for s in shares]), want[step])

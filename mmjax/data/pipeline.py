@@ -1,4 +1,4 @@
-"""grain input pipelines: source -> shuffle -> repeat -> process shard -> map -> batch.
+"""grain input pipelines: source -> shuffle -> repeat -> map -> batch -> process shard.
 
 Each process reads its own slice of the data and produces its share of the
 global batch; ``mmjax.sharding.global_batch`` stitches the shares into global
@@ -42,10 +42,13 @@ def train_dataset(
 ) -> grain.IterDataset:
     """Infinite, shuffled (differently each epoch), batched training data for this process."""
     ds = grain.MapDataset.source(build_source(data_cfg, "train"))
-    ds = ds.shuffle(seed=seed).repeat(None)
-    ds = ds[jax.process_index() :: jax.process_count()]
-    ds = ds.map(ImageTextExample(tokenizer))
+    ds = ds.shuffle(seed=seed).repeat(None).map(ImageTextExample(tokenizer))
+    # Chunks of one process's share; process p takes chunk t * P + p at step t, so the
+    # global batch at step t is records [t * B, (t + 1) * B) in order whatever the
+    # number of processes P (a run can resume on another topology and see the same
+    # data), and each process decodes only its own records (grain maps lazily).
     ds = ds.batch(local_batch_size(global_batch), drop_remainder=True)
+    ds = ds[jax.process_index() :: jax.process_count()]
     return ds.to_iter_dataset(
         grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.prefetch)
     )
