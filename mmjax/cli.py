@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a model (default: the built-in synthetic CLIP)")
     train.add_argument("--config", help="config file, optionally FILE:ARG for a variant")
     train.add_argument("--workdir", help="run directory (default: runs/<config>-<time>)")
+    multi = train.add_argument_group(
+        "multi-process (else from MMJAX_* variables, SLURM or the TPU VM; default: one process)"
+    )
+    multi.add_argument("--coordinator", help="HOST:PORT of process 0")
+    multi.add_argument("--num_processes", type=int, help="number of processes in the job")
+    multi.add_argument("--process_id", type=int, help="this process's index")
     info = sub.add_parser("info", help="JAX version, devices and a config's parameter count")
     info.add_argument("--config", help="config file, optionally FILE:ARG")
     return parser
@@ -59,7 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmjax: error: {e}", file=sys.stderr)
         return 2
     if args.command == "train":
+        from mmjax.distributed import initialize
         from mmjax.train import train
+
+        try:
+            initialize(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as e:
+            print(f"mmjax: error: {e}", file=sys.stderr)
+            return 2
 
         name = Path((args.config or "clip_synthetic.py").partition(":")[0]).stem
         workdir = args.workdir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
