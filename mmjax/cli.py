@@ -51,6 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def jax_process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
 def _config(spec: str | None, overrides: list[str]):
     return config_lib.apply_overrides(config_lib.load_config(spec), overrides)
 
@@ -74,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mmjax: error: {e}", file=sys.stderr)
             return 2
 
+        if args.workdir is None and jax_process_count() > 1:
+            print("mmjax: error: multi-process runs need an explicit --workdir", file=sys.stderr)
+            return 2
         name = Path((args.config or "clip_synthetic.py").partition(":")[0]).stem
         workdir = args.workdir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"workdir: {workdir}")
