@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
 ITEMS = ("state", "data", "config")
@@ -43,6 +44,19 @@ class Checkpointer:
             ),
             force=force,
         )
+
+    def has_data_state(self, step: int) -> bool:
+        """Whether ``step`` holds an iterator state for this process and process count
+        (grain writes one file per process; a run restored on another topology has none)."""
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        return (self.directory / str(step) / "data" / name).is_file()
+
+    def restore_state(self, step: int, abstract_state: Any) -> Any:
+        """Restores only the train state of ``step`` onto ``abstract_state``."""
+        restored = self.manager.restore(
+            step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+        )
+        return restored.state
 
     def restore(self, step: int, abstract_state: Any, data_iterator: Any) -> Any:
         """Restores ``step`` onto ``abstract_state`` (``jax.ShapeDtypeStruct`` leaves with

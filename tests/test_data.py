@@ -135,3 +135,12 @@ def test_global_batch_is_the_same_for_any_process_count(monkeypatch):
     for step in range(3):
         assert shares[0][step].shape == (4,)
         np.testing.assert_array_equal(np.concatenate([s[step] for s in shares]), want[step])
+
+
+def test_start_step_positions_the_pipeline():
+    tok = TextTokenizer.synthetic(12)
+    cfg = _data_cfg()
+    it = iter(train_dataset(cfg, tok, 8, seed=2))
+    batches = [next(it)["label"] for _ in range(4)]
+    late = iter(train_dataset(cfg, tok, 8, seed=2, start_step=3))
+    np.testing.assert_array_equal(next(late)["label"], batches[3])

@@ -38,9 +38,15 @@ def local_batch_size(global_batch: int) -> int:
 
 
 def train_dataset(
-    data_cfg: Any, tokenizer: TextTokenizer, global_batch: int, seed: int
+    data_cfg: Any, tokenizer: TextTokenizer, global_batch: int, seed: int, start_step: int = 0
 ) -> grain.IterDataset:
-    """Infinite, shuffled (differently each epoch), batched training data for this process."""
+    """Infinite, shuffled (differently each epoch), batched training data for this process.
+
+    ``start_step`` starts at the global batch of that step: the position of a
+    random-access pipeline is a function of the step alone, so a run restored on
+    another number of processes (whose saved iterator states do not apply) still
+    continues with the right data.
+    """
     ds = grain.MapDataset.source(build_source(data_cfg, "train"))
     ds = ds.shuffle(seed=seed).repeat(None).map(ImageTextExample(tokenizer))
     # Chunks of one process's share; process p takes chunk t * P + p at step t, so the
@@ -48,7 +54,8 @@ def train_dataset(
     # number of processes P (a run can resume on another topology and see the same
     # data), and each process decodes only its own records (grain maps lazily).
     ds = ds.batch(local_batch_size(global_batch), drop_remainder=True)
-    ds = ds[jax.process_index() :: jax.process_count()]
+    count = jax.process_count()
+    ds = ds[start_step * count + jax.process_index() :: count]
     return ds.to_iter_dataset(
         grain.ReadOptions(num_threads=data_cfg.num_threads, prefetch_buffer_size=data_cfg.prefetch)
     )
