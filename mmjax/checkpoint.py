@@ -19,12 +19,16 @@ ITEMS = ("state", "data", "config")
 
 
 class Checkpointer:
-    """``CheckpointManager`` over ``WORKDIR/checkpoints`` with ``max_to_keep`` recent saves."""
+    """``CheckpointManager`` over ``WORKDIR/checkpoints``: the ``max_to_keep`` most recent
+    saves, plus every ``keep_period``-th step forever (0 = none)."""
 
-    def __init__(self, directory: str | Path, max_to_keep: int = 2):
+    def __init__(self, directory: str | Path, max_to_keep: int = 2, keep_period: int = 0):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=True, create=True
+            max_to_keep=max_to_keep,
+            keep_period=keep_period or None,
+            enable_async_checkpointing=True,
+            create=True,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
@@ -72,6 +76,46 @@ class Checkpointer:
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+class BestCheckpointer:
+    """The ``keep`` best params by an eval metric, in ``WORKDIR/best/<step>/``.
+
+    Kept apart from the resume checkpoints so that keeping the best never deletes
+    the latest state a restart needs.
+    """
+
+    def __init__(self, directory: str | Path, metric: str, mode: str = "max", keep: int = 1):
+        if mode not in ("max", "min"):
+            raise ValueError(f"best checkpoint mode must be 'max' or 'min', got {mode!r}")
+        self.metric = metric
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            best_fn=lambda metrics: metrics[metric],
+            best_mode=mode,
+            enable_async_checkpointing=True,
+            create=True,
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def save(self, step: int, params: Any, metrics: dict[str, float]) -> bool:
+        """Saves ``params`` if ``metrics[metric]`` ranks among the best so far."""
+        if self.metric not in metrics:
+            raise KeyError(
+                f"best checkpoint metric {self.metric!r} is not among the eval metrics "
+                f"{sorted(metrics)}"
+            )
+        return self.manager.save(
+            step, args=ocp.args.StandardSave(params), metrics={self.metric: metrics[self.metric]}
+        )
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
 
     def close(self) -> None:
         self.manager.wait_until_finished()
