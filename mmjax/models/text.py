@@ -41,8 +41,10 @@ class CLIPTextTransformer(nn.Module):
 
     ``tokens`` ``[batch, seq]`` int32, ``padding_mask`` ``[batch, seq]`` bool
     (True = real token). Returns ``{'tokens': [batch, seq, width],
-    'pooled': [batch, width]}``; ``pooled`` is the final hidden state at the
-    first ``eos_id`` token (the last real token when ``eos_id`` is absent).
+    'pooled': [batch, width]}``; with ``pool='eos'`` ``pooled`` is the final hidden
+    state at the first ``eos_id`` token (the last real token when ``eos_id`` is
+    absent); with ``pool='last'`` it is the state at the last position of the
+    (padded) sequence, SigLIP's text pooling, which pairs with ``causal=False``.
     """
 
     vocab_size: int
@@ -55,6 +57,7 @@ class CLIPTextTransformer(nn.Module):
     act: str = "quick_gelu"
     ln_eps: float = 1e-5
     causal: bool = True
+    pool: str = "eos"
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
@@ -67,6 +70,8 @@ class CLIPTextTransformer(nn.Module):
         *,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
+        if self.pool not in ("eos", "last"):
+            raise ValueError(f"unknown pool {self.pool!r}; known: ('eos', 'last')")
         seq = tokens.shape[1]
         if seq > self.context_length:
             raise ValueError(f"text has {seq} tokens, context_length is {self.context_length}")
@@ -91,6 +96,8 @@ class CLIPTextTransformer(nn.Module):
             deterministic=deterministic,
         )
         x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
+        if self.pool == "last":
+            return {"tokens": x, "pooled": x[:, -1]}
         is_eos = tokens == self.eos_id
         if padding_mask is not None:
             last_real = jnp.sum(padding_mask.astype(jnp.int32), axis=1) - 1
@@ -106,7 +113,9 @@ class BertEncoder(nn.Module):
 
     ``tokens`` / ``padding_mask`` / ``token_types`` are ``[batch, seq]``.
     Returns ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``;
-    ``pooled`` is ``tanh(dense(h[CLS]))`` (BERT's pooler) or the masked mean.
+    ``pooled`` is ``tanh(dense(h[CLS]))`` (BERT's pooler, ``pool='cls'``) or the
+    masked mean (``'mean'``); ``pool='none'`` returns no ``pooled`` (BertForMaskedLM
+    has no pooler).
     """
 
     vocab_size: int
@@ -132,8 +141,8 @@ class BertEncoder(nn.Module):
         *,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
-        if self.pool not in ("cls", "mean"):
-            raise ValueError(f"unknown pool {self.pool!r}; known: ('cls', 'mean')")
+        if self.pool not in ("cls", "mean", "none"):
+            raise ValueError(f"unknown pool {self.pool!r}; known: ('cls', 'mean', 'none')")
         seq = tokens.shape[1]
         if seq > self.max_positions:
             raise ValueError(f"text has {seq} tokens, max_positions is {self.max_positions}")
@@ -156,6 +165,8 @@ class BertEncoder(nn.Module):
             attention_impl=self.attention_impl,
             name="encoder",
         )(x, kv_lengths=padding_to_lengths(padding_mask), deterministic=deterministic)
+        if self.pool == "none":
+            return {"tokens": x}
         if self.pool == "cls":
             pooled = nn.Dense(
                 self.width,

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models.layers import kernel_init
+from mmjax.models.resnet import ResNet
 from mmjax.models.text import BertEncoder, CLIPTextTransformer
 from mmjax.models.vision import VisionTransformer
 
@@ -38,6 +39,9 @@ class TwoTower(nn.Module):
     with L2-normalized fp32 embeddings;
     ``logit_scale`` is the log temperature (the loss exponentiates it) and
     ``logit_bias`` is 0 unless ``logit_bias_init`` is set (SigLIP).
+    ``image_projection=False`` uses the image tower's pooled output as the embedding
+    (SigLIP has no image projection); ``proj_bias`` adds biases to the projections
+    (SigLIP's text head).
     """
 
     image: nn.Module
@@ -45,20 +49,23 @@ class TwoTower(nn.Module):
     embed_dim: int
     logit_scale_init: float = math.log(1 / 0.07)
     logit_bias_init: float | None = None
+    image_projection: bool = True
+    proj_bias: bool = False
     dtype: Any = jnp.float32
 
     def setup(self) -> None:
         def proj(name: str) -> nn.Dense:
             return nn.Dense(
                 self.embed_dim,
-                use_bias=False,
+                use_bias=self.proj_bias,
                 dtype=self.dtype,
                 param_dtype=jnp.float32,
                 kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "proj")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("proj",)),
                 name=name,
             )
 
-        self.image_proj = proj("image_proj")
+        self.image_proj = proj("image_proj") if self.image_projection else None
         self.text_proj = proj("text_proj")
         self.logit_scale = self.param(
             "logit_scale",
@@ -76,7 +83,7 @@ class TwoTower(nn.Module):
 
     def encode_image(self, images: jax.Array, *, deterministic: bool = True) -> jax.Array:
         pooled = self.image(images, deterministic=deterministic)["pooled"]
-        return self.image_proj(pooled)
+        return pooled if self.image_proj is None else self.image_proj(pooled)
 
     def encode_text(
         self,
@@ -108,7 +115,21 @@ class TwoTower(nn.Module):
 
 
 def build_image_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.Module:
-    """ViT from ``config.model.image``."""
+    """ViT (or, with ``kind='resnet'``, a ResNet) from ``config.model.image``.
+
+    A ResNet tower runs its BatchNorm on the running statistics it was loaded with.
+    """
+    if cfg.get("kind", "vit") == "resnet":
+        return ResNet(
+            embedding_size=cfg.embedding_size,
+            hidden_sizes=tuple(cfg.hidden_sizes),
+            depths=tuple(cfg.depths),
+            layer_type=cfg.get("layer_type", "bottleneck"),
+            act=cfg.get("act", "relu"),
+            downsample_in_first_stage=cfg.get("downsample_in_first_stage", False),
+            downsample_in_bottleneck=cfg.get("downsample_in_bottleneck", False),
+            dtype=dtype,
+        )
     return VisionTransformer(
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
@@ -119,7 +140,12 @@ def build_image_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.
         pool=cfg.pool,
         posemb=cfg.get("posemb", "learn"),
         act=cfg.act,
+        ln_eps=cfg.get("ln_eps", 1e-5),
         pre_norm_embeddings=cfg.get("pre_norm_embeddings", False),
+        patch_bias=cfg.get("patch_bias", True),
+        qkv_bias=cfg.get("qkv_bias", True),
+        norm_tokens=cfg.get("norm_tokens", False),
+        map_act=cfg.get("map_act", "gelu_tanh"),
         dropout_rate=cfg.get("dropout_rate", 0.0),
         dtype=dtype,
         attention_impl=attention_impl,
@@ -139,10 +165,23 @@ def build_text_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.M
         dtype=dtype,
         attention_impl=attention_impl,
     )
+    if cfg.get("ln_eps") is not None:
+        common["ln_eps"] = cfg.ln_eps
     if cfg.kind == "clip":
-        return CLIPTextTransformer(context_length=cfg.context_length, eos_id=cfg.eos_id, **common)
+        return CLIPTextTransformer(
+            context_length=cfg.context_length,
+            eos_id=cfg.eos_id,
+            causal=cfg.get("causal", True),
+            pool=cfg.get("pool", "eos"),
+            **common,
+        )
     if cfg.kind == "bert":
-        return BertEncoder(max_positions=cfg.context_length, pool=cfg.get("pool", "cls"), **common)
+        return BertEncoder(
+            max_positions=cfg.context_length,
+            pool=cfg.get("pool", "cls"),
+            type_vocab_size=cfg.get("type_vocab_size", 2),
+            **common,
+        )
     raise ValueError(f"config.model.text.kind: unknown {cfg.kind!r}; known: 'clip', 'bert'")
 
 
@@ -163,5 +202,7 @@ def build_two_tower(cfg: Any) -> TwoTower:
         embed_dim=cfg.embed_dim,
         logit_scale_init=cfg.logit_scale_init,
         logit_bias_init=cfg.get("logit_bias_init"),
+        image_projection=cfg.get("image_projection", True),
+        proj_bias=cfg.get("proj_bias", False),
         dtype=dtype,
     )

@@ -62,7 +62,11 @@ class VisionTransformer(nn.Module):
     (CLIP's layout); ``'sincos2d'`` adds fixed 2-D sine-cosine positions to the
     patches only (big_vision's), which a model uses from the first step.
     ``pre_norm_embeddings`` applies a LayerNorm to the embeddings before the
-    encoder (CLIP's ``pre_layrnorm``).
+    encoder (CLIP's ``pre_layrnorm``). With ``pool='cls'``, ``norm_tokens=True``
+    applies the final LayerNorm to every token and pools the normalized class token
+    (Hugging Face ViT's layout) instead of normalizing only the pooled token (CLIP's).
+    ``patch_bias`` / ``qkv_bias`` switch the patch-embedding and query/key/value biases;
+    ``map_act`` is the MAP head's MLP activation.
     """
 
     image_size: int
@@ -77,6 +81,9 @@ class VisionTransformer(nn.Module):
     ln_eps: float = 1e-5
     pre_norm_embeddings: bool = False
     patch_bias: bool = True
+    qkv_bias: bool = True
+    norm_tokens: bool = False
+    map_act: str = "gelu_tanh"
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
@@ -146,6 +153,7 @@ class VisionTransformer(nn.Module):
             mlp_dim=self.mlp_dim,
             pre_norm=True,
             act=self.act,
+            qkv_bias=self.qkv_bias,
             ln_eps=self.ln_eps,
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
@@ -153,7 +161,10 @@ class VisionTransformer(nn.Module):
             name="encoder",
         )(x, deterministic=deterministic)
 
-        if self.pool == "cls":
+        if self.pool == "cls" and self.norm_tokens:
+            tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
+            pooled = tokens[:, 0]
+        elif self.pool == "cls":
             # CLIP normalizes only the pooled class token; tokens stay raw.
             pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x[:, 0])
             tokens = x
@@ -163,6 +174,11 @@ class VisionTransformer(nn.Module):
                 pooled = jnp.mean(tokens, axis=1)
             else:
                 pooled = MAPHead(
-                    self.num_heads, self.mlp_dim, ln_eps=self.ln_eps, dtype=self.dtype, name="map"
+                    self.num_heads,
+                    self.mlp_dim,
+                    act=self.map_act,
+                    ln_eps=self.ln_eps,
+                    dtype=self.dtype,
+                    name="map",
                 )(tokens)
         return {"tokens": tokens, "pooled": pooled}
