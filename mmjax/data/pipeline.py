@@ -16,7 +16,7 @@ import numpy as np
 
 from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
-from mmjax.data.transforms import ImageTextExample
+from mmjax.data.transforms import ImageTextExample, image_processor
 
 
 def build_source(data_cfg: Any, split: str) -> Any:
@@ -27,6 +27,12 @@ def build_source(data_cfg: Any, split: str) -> Any:
             split, num_records=num, image_size=data_cfg.image_size, seed=data_cfg.synthetic_seed
         )
     raise ValueError(f"config.data.source: unknown source {data_cfg.source!r}; known: 'synthetic'")
+
+
+def _image_fn(data_cfg: Any):
+    """Host-side resize / crop of ``config.data.image_processor`` (an HF model dir), if set."""
+    proc = image_processor(data_cfg.get("image_processor"))
+    return None if proc is None else proc.resize_crop
 
 
 def local_batch_size(global_batch: int) -> int:
@@ -48,7 +54,7 @@ def train_dataset(
     continues with the right data.
     """
     ds = grain.MapDataset.source(build_source(data_cfg, "train"))
-    ds = ds.shuffle(seed=seed).repeat(None).map(ImageTextExample(tokenizer))
+    ds = ds.shuffle(seed=seed).repeat(None).map(ImageTextExample(tokenizer, _image_fn(data_cfg)))
     # Chunks of one process's share; process p takes chunk t * P + p at step t, so the
     # global batch at step t is records [t * B, (t + 1) * B) in order whatever the
     # number of processes P (a run can resume on another topology and see the same
@@ -72,7 +78,7 @@ def eval_batches(
     source = build_source(data_cfg, "eval")
     n = len(source)
     per_process = local_batch_size(global_batch)
-    example = ImageTextExample(tokenizer)
+    example = ImageTextExample(tokenizer, _image_fn(data_cfg))
     batches = []
     for start in range(0, n, global_batch):
         lo = start + jax.process_index() * per_process

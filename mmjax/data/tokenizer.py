@@ -8,6 +8,7 @@ model directory) loads through the same class.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -68,6 +69,24 @@ class TextTokenizer:
         return cls(Tokenizer.from_file(str(path)), length, **kwargs)
 
     @classmethod
+    def from_pretrained(cls, directory: str | Path, length: int) -> TextTokenizer:
+        """A Hugging Face model directory's ``tokenizer.json``, with the end-of-text and
+        padding tokens named by its ``special_tokens_map.json`` / ``tokenizer_config.json``
+        (``eos_token``, else BERT's ``sep_token``; ``pad_token``, else the end token)."""
+        directory = Path(directory)
+        special: dict = {}
+        for name in ("tokenizer_config.json", "special_tokens_map.json"):
+            if (directory / name).is_file():
+                special.update(json.loads((directory / name).read_text()))
+
+        def token(key: str) -> str | None:
+            value = special.get(key)
+            return value.get("content") if isinstance(value, dict) else value
+
+        eos = token("eos_token") or token("sep_token") or EOS
+        return cls.from_file(directory, length, eos_token=eos, pad_token=token("pad_token") or eos)
+
+    @classmethod
     def synthetic(cls, length: int) -> TextTokenizer:
         """The shipped word-level tokenizer for the built-in data."""
         ref = resources.files("mmjax.data") / "assets" / SYNTHETIC_TOKENIZER
@@ -86,9 +105,12 @@ class TextTokenizer:
 
 
 def load_tokenizer(name: str, length: int) -> TextTokenizer:
-    """``'synthetic'`` (shipped) or a path to a ``tokenizer.json`` / a directory holding one."""
+    """``'synthetic'`` (shipped), a path to a ``tokenizer.json``, or a directory holding one
+    (a Hugging Face model directory: its special-token files name the end and pad tokens)."""
     if name == "synthetic":
         return TextTokenizer.synthetic(length)
+    if Path(name).is_dir():
+        return TextTokenizer.from_pretrained(name, length)
     return TextTokenizer.from_file(name, length)
 
 

@@ -1,0 +1,52 @@
+"""Helpers for the Hugging Face tests: fixture paths, inputs, transformers references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hf"
+
+
+def require_transformers():
+    """Skips unless torch and transformers (the ``[test]`` extra) are installed."""
+    pytest.importorskip("torch")
+    return pytest.importorskip("transformers")
+
+
+def images(n: int = 2, size: int = 24, seed: int = 0) -> np.ndarray:
+    """Normalized-looking NHWC float32 images."""
+    return np.random.default_rng(seed).normal(size=(n, size, size, 3)).astype(np.float32)
+
+
+def text_batch(vocab: int = 64, seq: int = 10, eos: int | None = None, seed: int = 0):
+    """``(ids [2, seq] int32, mask [2, seq] int32)``: right-padded, lengths 10 and 6; with
+    ``eos`` the last real token of each row is ``eos`` (CLIP pools there)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab - 2, size=(2, seq)).astype(np.int32)
+    mask = np.ones((2, seq), np.int32)
+    mask[1, 6:] = 0
+    ids[1, 6:] = 0
+    if eos is not None:
+        ids[0, -1] = eos
+        ids[1, 5] = eos
+    return ids, mask
+
+
+def torch_model(cls_name: str, directory: Path):
+    transformers = require_transformers()
+    return getattr(transformers, cls_name).from_pretrained(directory).eval()
+
+
+def to_torch(x: np.ndarray, nchw: bool = False):
+    import torch
+
+    x = np.asarray(x)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x))
+
+
+def max_diff(a, b) -> float:
+    a = a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
