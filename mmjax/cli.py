@@ -1,7 +1,9 @@
-"""The ``mmjax`` command: ``train`` and ``info``.
+"""The ``mmjax`` command: ``train``, ``info`` and ``convert``.
 
 mmjax train [--config FILE[:ARG]] [--workdir DIR] [--config.KEY=VALUE ...]
 mmjax info  [--config FILE[:ARG]] [--config.KEY=VALUE ...]
+mmjax convert --hf DIR_OR_ID --out CKPT_DIR     (Hugging Face -> orbax checkpoint)
+mmjax convert --ckpt CKPT_DIR --to-hf DIR       (orbax checkpoint -> Hugging Face)
 """
 
 from __future__ import annotations
@@ -48,7 +50,33 @@ def _parser() -> argparse.ArgumentParser:
     multi.add_argument("--process_id", type=int, help="this process's index")
     info = sub.add_parser("info", help="JAX version, devices and a config's parameter count")
     info.add_argument("--config", help="config file, optionally FILE:ARG")
+    convert = sub.add_parser(
+        "convert", help="Hugging Face model directory <-> orbax checkpoint of its params"
+    )
+    source = convert.add_mutually_exclusive_group(required=True)
+    source.add_argument("--hf", help="HF model directory (or cached Hub id) to read")
+    source.add_argument("--ckpt", help="checkpoint written by `mmjax convert --hf` to read")
+    convert.add_argument("--out", help="with --hf: checkpoint directory to write")
+    convert.add_argument("--to-hf", dest="to_hf", help="with --ckpt: HF directory to write")
+    convert.add_argument(
+        "--allow-network", action="store_true", help="download a Hub id not in the cache"
+    )
     return parser
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from mmjax.hf import convert
+
+    if args.hf and not args.out:
+        raise config_lib.ConfigError("convert --hf needs --out CKPT_DIR")
+    if args.ckpt and not args.to_hf:
+        raise config_lib.ConfigError("convert --ckpt needs --to-hf DIR")
+    if args.hf:
+        out = convert.hf_to_checkpoint(args.hf, args.out, allow_network=args.allow_network)
+    else:
+        out = convert.checkpoint_to_hf(args.ckpt, args.to_hf)
+    print(f"wrote {out}")
+    return 0
 
 
 def jax_process_count() -> int:
@@ -66,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = _parser().parse_args(rest)
+        if args.command == "convert":
+            if overrides:
+                raise config_lib.ConfigError("convert takes no --config.KEY overrides")
+            return _convert(args)
         config = _config(args.config, overrides)
-    except config_lib.ConfigError as e:
+    except (config_lib.ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"mmjax: error: {e}", file=sys.stderr)
         return 2
     if args.command == "train":

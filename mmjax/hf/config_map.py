@@ -1,0 +1,456 @@
+"""Hugging Face ``config.json`` <-> mmjax modules, per architecture.
+
+``build(hf_config, dtype)`` derives the mmjax module (activation, LayerNorm eps,
+pre/post-LN, QKV bias, vocab, positions, image / patch size, projection dim) and
+returns it with its key table; ``hf_config(module)`` is the inverse used by ``save``.
+Keys that transformers leaves out of ``config.json`` take transformers' defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mmjax.hf.keymap import KeyTable
+from mmjax.hf.modules import HFBert, HFResNet, HFViT
+from mmjax.hf.tables.bert import bert_table
+from mmjax.hf.tables.clip import clip_table, siglip_table
+from mmjax.hf.tables.resnet import resnet_table
+from mmjax.hf.tables.vit import vit_table
+from mmjax.models.text import CLIPTextTransformer
+from mmjax.models.towers import (
+    DTYPES,
+    TwoTower,
+    build_image_encoder,
+    build_text_encoder,
+    build_two_tower,
+)
+from mmjax.models.vision import VisionTransformer
+
+HF_ACTS = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "quick_gelu": "quick_gelu",
+    "relu": "relu",
+    "silu": "silu",
+    "swish": "silu",
+}
+MM_ACTS = {
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_pytorch_tanh",
+    "quick_gelu": "quick_gelu",
+    "relu": "relu",
+    "silu": "silu",
+}
+ARCHITECTURES = {
+    "CLIPModel": "clip",
+    "SiglipModel": "siglip",
+    "ViTModel": "vit",
+    "ViTForImageClassification": "vit",
+    "BertModel": "bert",
+    "BertForMaskedLM": "bert",
+    "ResNetModel": "resnet",
+    "ResNetForImageClassification": "resnet",
+}
+BASE_CLASS = {
+    "clip": "CLIPModel",
+    "siglip": "SiglipModel",
+    "vit": "ViTModel",
+    "bert": "BertModel",
+    "resnet": "ResNetModel",
+}
+
+# transformers' defaults for keys that save_pretrained may leave out.
+CLIP_TEXT = dict(
+    vocab_size=49408,
+    hidden_size=512,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=8,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+    eos_token_id=49407,
+    projection_dim=512,
+)
+CLIP_VISION = dict(
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_channels=3,
+    image_size=224,
+    patch_size=32,
+    hidden_act="quick_gelu",
+    layer_norm_eps=1e-5,
+)
+SIGLIP_TEXT = dict(
+    vocab_size=32000,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=64,
+    hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-6,
+    eos_token_id=1,
+)
+SIGLIP_VISION = dict(
+    CLIP_VISION,
+    image_size=224,
+    patch_size=16,
+    hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-6,
+    vision_use_head=True,
+)
+VIT = dict(
+    CLIP_VISION,
+    image_size=224,
+    patch_size=16,
+    hidden_act="gelu",
+    layer_norm_eps=1e-12,
+    qkv_bias=True,
+    pooler_act="tanh",
+)
+BERT = dict(
+    vocab_size=30522,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    hidden_act="gelu",
+    max_position_embeddings=512,
+    type_vocab_size=2,
+    layer_norm_eps=1e-12,
+    position_embedding_type="absolute",
+)
+RESNET = dict(
+    num_channels=3,
+    embedding_size=64,
+    hidden_sizes=[256, 512, 1024, 2048],
+    depths=[3, 4, 6, 3],
+    layer_type="bottleneck",
+    hidden_act="relu",
+    downsample_in_first_stage=False,
+    downsample_in_bottleneck=False,
+)
+
+
+class ConfigMapError(ValueError):
+    """A config.json (or module) mmjax cannot map; the message names the key."""
+
+
+def _with_defaults(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    return {**defaults, **{k: v for k, v in cfg.items() if v is not None}}
+
+
+def _act(name: str, where: str) -> str:
+    if name not in HF_ACTS:
+        raise ConfigMapError(f"{where}: hidden_act {name!r} has no mmjax equivalent ({HF_ACTS})")
+    return HF_ACTS[name]
+
+
+def architecture(cfg: dict[str, Any]) -> str:
+    """The transformers class name of ``cfg`` (``architectures[0]``, else from model_type)."""
+    for name in cfg.get("architectures") or []:
+        if name in ARCHITECTURES:
+            return name
+    if cfg.get("model_type") in BASE_CLASS:
+        return BASE_CLASS[cfg["model_type"]]
+    raise ConfigMapError(
+        f"config.json: architectures {cfg.get('architectures')} / model_type "
+        f"{cfg.get('model_type')!r} not supported; known: {sorted(ARCHITECTURES)}"
+    )
+
+
+def _dtype_name(dtype: Any) -> str:
+    for name, value in DTYPES.items():
+        if jnp.dtype(value) == jnp.dtype(dtype):
+            return name
+    raise ConfigMapError(f"dtype {dtype} not supported; known: {sorted(DTYPES)}")
+
+
+def _vit_fields(v: dict[str, Any], where: str) -> dict[str, Any]:
+    return dict(
+        image_size=v["image_size"],
+        patch_size=v["patch_size"],
+        width=v["hidden_size"],
+        depth=v["num_hidden_layers"],
+        num_heads=v["num_attention_heads"],
+        mlp_dim=v["intermediate_size"],
+        act=_act(v["hidden_act"], where),
+        ln_eps=v["layer_norm_eps"],
+    )
+
+
+def _text_fields(t: dict[str, Any], where: str) -> dict[str, Any]:
+    return dict(
+        kind="clip",
+        vocab_size=t["vocab_size"],
+        context_length=t["max_position_embeddings"],
+        width=t["hidden_size"],
+        depth=t["num_hidden_layers"],
+        num_heads=t["num_attention_heads"],
+        mlp_dim=t["intermediate_size"],
+        act=_act(t["hidden_act"], where),
+        ln_eps=t["layer_norm_eps"],
+    )
+
+
+def model_config(cfg: dict[str, Any], dtype: Any = jnp.float32) -> ml_collections.ConfigDict:
+    """The mmjax ``config.model`` section for an HF CLIP / SigLIP ``config.json``:
+    ``build_two_tower`` of it is the model ``load`` returns (so a training config can
+    start from an HF directory with ``c.model = model_config(read_config(DIR))``)."""
+    arch = architecture(cfg)
+    if arch not in ("CLIPModel", "SiglipModel"):
+        raise ConfigMapError(f"model_config: {arch} is not a two-tower model")
+    siglip = arch == "SiglipModel"
+    t = _with_defaults(cfg.get("text_config") or {}, SIGLIP_TEXT if siglip else CLIP_TEXT)
+    v = _with_defaults(cfg.get("vision_config") or {}, SIGLIP_VISION if siglip else CLIP_VISION)
+    image = _vit_fields(v, "vision_config")
+    text = _text_fields(t, "text_config")
+    if siglip:
+        if not v["vision_use_head"]:
+            raise ConfigMapError("vision_config.vision_use_head=False (no pooled output)")
+        image.update(pool="map", posemb="learn", patch_bias=True, map_act=image["act"])
+        text.update(causal=False, pool="last", eos_id=t["eos_token_id"])
+        embed_dim = t.get("projection_size") or t["hidden_size"]
+    else:
+        image.update(pool="cls", posemb="learn", patch_bias=False, pre_norm_embeddings=True)
+        # CLIP configs from before transformers#24773 say eos_token_id=2 and pool at the
+        # largest id, which is the end-of-text token (the last of the vocabulary).
+        eos = t["eos_token_id"]
+        text.update(causal=True, pool="eos", eos_id=t["vocab_size"] - 1 if eos == 2 else eos)
+        embed_dim = cfg.get("projection_dim", 512)
+    m = ml_collections.ConfigDict()
+    m.dtype = _dtype_name(dtype)
+    m.attention_impl = ""
+    m.embed_dim = embed_dim
+    m.logit_scale_init = 0.0 if siglip else cfg.get("logit_scale_init_value", 2.6592)
+    m.logit_bias_init = 0.0 if siglip else None
+    m.image_projection = not siglip
+    m.proj_bias = siglip
+    m.image = image
+    m.text = text
+    return m
+
+
+def build(
+    cfg: dict[str, Any], dtype: Any = jnp.float32, keys: set[str] | None = None
+) -> tuple[nn.Module, KeyTable]:
+    """``(module, key table)`` for an HF ``config.json`` dict. ``keys`` (the checkpoint's)
+    decide whether a ``ViTModel`` / ``BertModel`` checkpoint carries its pooler. The
+    encoders come from mmjax's own builders (``models/towers.py``)."""
+    arch = architecture(cfg)
+    keys = keys or set()
+    if arch in ("CLIPModel", "SiglipModel"):
+        table = siglip_table() if arch == "SiglipModel" else clip_table()
+        return build_two_tower(model_config(cfg, dtype)), table
+    num_labels = int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2)
+    head = arch.endswith("ForImageClassification")
+    has_pooler = not keys or any("pooler.dense" in k for k in keys)
+    if arch.startswith("ViT"):
+        v = _with_defaults(cfg, VIT)
+        if v["pooler_act"] != "tanh":
+            raise ConfigMapError(f"config.json: pooler_act {v['pooler_act']!r} (want 'tanh')")
+        image = _vit_fields(v, "config.json")
+        image.update(pool="cls", posemb="learn", norm_tokens=True, qkv_bias=v["qkv_bias"])
+        image = build_image_encoder(ml_collections.ConfigDict(image), dtype, None)
+        return HFViT(image, not head and has_pooler, num_labels if head else 0, dtype), vit_table()
+    if arch.startswith("Bert"):
+        b = _with_defaults(cfg, BERT)
+        if b["position_embedding_type"] != "absolute":
+            raise ConfigMapError(
+                f"config.json: position_embedding_type {b['position_embedding_type']!r} "
+                "(only 'absolute' is supported)"
+            )
+        mlm = arch == "BertForMaskedLM"
+        text = dict(
+            _text_fields(b, "config.json"),
+            kind="bert",
+            type_vocab_size=b["type_vocab_size"],
+            pool="cls" if not mlm and has_pooler else "none",
+        )
+        text = build_text_encoder(ml_collections.ConfigDict(text), dtype, None)
+        return HFBert(text, mlm, dtype), bert_table()
+    r = _with_defaults(cfg, RESNET)
+    image = dict(
+        kind="resnet",
+        act=_act(r["hidden_act"], "config.json"),
+        **{k: r[k] for k in ("embedding_size", "hidden_sizes", "depths", "layer_type")},
+        **{k: r[k] for k in ("downsample_in_first_stage", "downsample_in_bottleneck")},
+    )
+    image = build_image_encoder(ml_collections.ConfigDict(image), dtype, None)
+    return HFResNet(image, num_labels if head else 0, dtype), resnet_table()
+
+
+def _labels(n: int) -> dict[str, Any]:
+    return {
+        "id2label": {str(i): f"LABEL_{i}" for i in range(n)},
+        "label2id": {f"LABEL_{i}": i for i in range(n)},
+    }
+
+
+def _mm_act(name: str) -> str:
+    if name not in MM_ACTS:
+        raise ConfigMapError(f"activation {name!r} has no transformers equivalent")
+    return MM_ACTS[name]
+
+
+def _require(checks: dict[str, bool], what: str) -> None:
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise ConfigMapError(f"{what} has no transformers equivalent: needs " + ", ".join(bad))
+
+
+def _vit_config(v: VisionTransformer) -> dict[str, Any]:
+    return dict(
+        image_size=v.image_size,
+        patch_size=v.patch_size,
+        hidden_size=v.width,
+        num_hidden_layers=v.depth,
+        num_attention_heads=v.num_heads,
+        intermediate_size=v.mlp_dim,
+        hidden_act=_mm_act(v.act),
+        layer_norm_eps=v.ln_eps,
+        num_channels=3,
+    )
+
+
+def _text_config(t: CLIPTextTransformer) -> dict[str, Any]:
+    return dict(
+        vocab_size=t.vocab_size,
+        max_position_embeddings=t.context_length,
+        hidden_size=t.width,
+        num_hidden_layers=t.depth,
+        num_attention_heads=t.num_heads,
+        intermediate_size=t.mlp_dim,
+        hidden_act=_mm_act(t.act),
+        layer_norm_eps=t.ln_eps,
+    )
+
+
+def _two_tower_config(m: TwoTower) -> tuple[dict[str, Any], KeyTable, bool]:
+    v, t = m.image, m.text
+    if not isinstance(v, VisionTransformer) or not isinstance(t, CLIPTextTransformer):
+        raise ConfigMapError("save: only ViT image and CLIP-style text towers map to CLIP/SigLIP")
+    if not m.image_projection:  # SigLIP
+        _require(
+            {
+                "image.pool='map'": v.pool == "map",
+                "image.posemb='learn'": v.posemb == "learn",
+                "image.patch_bias": v.patch_bias,
+                "not image.pre_norm_embeddings": not v.pre_norm_embeddings,
+                "text.pool='last'": t.pool == "last",
+                "not text.causal": not t.causal,
+                "proj_bias": m.proj_bias,
+                "logit_bias": m.logit_bias_init is not None,
+                "map_act == act": v.map_act == v.act,
+            },
+            "this SigLIP-like TwoTower",
+        )
+        text = dict(_text_config(t), projection_size=m.embed_dim, model_type="siglip_text_model")
+        vision = dict(_vit_config(v), model_type="siglip_vision_model")
+        cfg = dict(
+            architectures=["SiglipModel"],
+            model_type="siglip",
+            text_config=text,
+            vision_config=vision,
+        )
+        return cfg, siglip_table(), False
+    _require(
+        {
+            "image.pool='cls'": v.pool == "cls",
+            "image.posemb='learn'": v.posemb == "learn",
+            "not image.patch_bias": not v.patch_bias,
+            "image.pre_norm_embeddings": v.pre_norm_embeddings,
+            "not image.norm_tokens": not v.norm_tokens,
+            "text.causal": t.causal,
+            "text.pool='eos'": t.pool == "eos",
+            "not proj_bias": not m.proj_bias,
+            "no logit_bias": m.logit_bias_init is None,
+        },
+        "this CLIP-like TwoTower",
+    )
+    text = dict(
+        _text_config(t),
+        eos_token_id=t.eos_id,
+        model_type="clip_text_model",
+        projection_dim=m.embed_dim,
+    )
+    vision = dict(_vit_config(v), model_type="clip_vision_model", projection_dim=m.embed_dim)
+    cfg = dict(
+        architectures=["CLIPModel"],
+        model_type="clip",
+        projection_dim=m.embed_dim,
+        logit_scale_init_value=m.logit_scale_init,
+        text_config=text,
+        vision_config=vision,
+    )
+    return cfg, clip_table(), False
+
+
+def hf_config(module: nn.Module) -> tuple[dict[str, Any], KeyTable, bool]:
+    """``(config.json dict, key table, with_prefix)`` for an mmjax module: the inverse of
+    ``build``. Raises ``ConfigMapError`` naming the options transformers cannot express."""
+    if isinstance(module, TwoTower):
+        return _two_tower_config(module)
+    if isinstance(module, HFViT):
+        v = module.image
+        _require(
+            {
+                "pool='cls'": v.pool == "cls",
+                "posemb='learn'": v.posemb == "learn",
+                "norm_tokens": v.norm_tokens,
+                "patch_bias": v.patch_bias,
+                "not pre_norm_embeddings": not v.pre_norm_embeddings,
+            },
+            "this ViT",
+        )
+        cfg = dict(_vit_config(v), model_type="vit", qkv_bias=v.qkv_bias)
+        if module.num_labels:
+            cfg.update(architectures=["ViTForImageClassification"], **_labels(module.num_labels))
+        else:
+            cfg.update(architectures=["ViTModel"])
+        return cfg, vit_table(), bool(module.num_labels)
+    if isinstance(module, HFBert):
+        t = module.text
+        _require({"pool in ('cls', 'none')": t.pool in ("cls", "none")}, "this BERT")
+        cfg = dict(
+            architectures=["BertForMaskedLM" if module.mlm else "BertModel"],
+            model_type="bert",
+            vocab_size=t.vocab_size,
+            max_position_embeddings=t.max_positions,
+            hidden_size=t.width,
+            num_hidden_layers=t.depth,
+            num_attention_heads=t.num_heads,
+            intermediate_size=t.mlp_dim,
+            type_vocab_size=t.type_vocab_size,
+            hidden_act=_mm_act(t.act),
+            layer_norm_eps=t.ln_eps,
+        )
+        return cfg, bert_table(), module.mlm
+    if isinstance(module, HFResNet):
+        r = module.image
+        cfg = dict(
+            model_type="resnet",
+            embedding_size=r.embedding_size,
+            hidden_sizes=list(r.hidden_sizes),
+            depths=list(r.depths),
+            layer_type=r.layer_type,
+            hidden_act=_mm_act(r.act),
+            downsample_in_first_stage=r.downsample_in_first_stage,
+            downsample_in_bottleneck=r.downsample_in_bottleneck,
+        )
+        if module.num_labels:
+            arch = "ResNetForImageClassification"
+            cfg.update(architectures=[arch], **_labels(module.num_labels))
+        else:
+            cfg.update(architectures=["ResNetModel"])
+        return cfg, resnet_table(), bool(module.num_labels)
+    raise ConfigMapError(f"save: no transformers class for {type(module).__name__}")

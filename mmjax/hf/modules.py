@@ -1,0 +1,109 @@
+"""Thin wrappers that give mmjax encoders the outputs of transformers' model classes.
+
+The encoders are mmjax's own (``models/vision.py``, ``models/text.py``,
+``models/resnet.py``); these only add the HF heads and name the outputs
+(``last_hidden_state``, ``pooler_output``, ``logits``). The encoder sits under
+``image/`` or ``text/`` in the param tree, as in ``TwoTower``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models.heads import ClassifierHead, MLMHead, TanhPooler
+from mmjax.models.layers import Dtype
+from mmjax.models.resnet import ResNet
+from mmjax.models.text import BertEncoder
+from mmjax.models.vision import VisionTransformer
+
+
+class HFViT(nn.Module):
+    """``ViTModel`` (``pooler=True``) / ``ViTForImageClassification`` (``num_labels > 0``).
+
+    ``pixel_values`` ``[batch, H, W, C]`` -> ``last_hidden_state [batch, 1 + patches, width]``
+    (final LayerNorm applied), ``pooler_output [batch, width]``, ``logits [batch, labels]``.
+    """
+
+    image: VisionTransformer
+    pooler: bool = True
+    num_labels: int = 0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, pixel_values: jax.Array, *, deterministic: bool = True
+    ) -> dict[str, jax.Array]:
+        out = self.image(pixel_values, deterministic=deterministic)
+        result = {"last_hidden_state": out["tokens"]}
+        if self.pooler:
+            pooler = TanhPooler(self.image.width, self.dtype, name="pooler")
+            result["pooler_output"] = pooler(out["pooled"])
+        if self.num_labels:
+            head = ClassifierHead(self.num_labels, self.dtype, name="head")
+            result["logits"] = head(out["pooled"])
+        return result
+
+
+class HFBert(nn.Module):
+    """``BertModel`` / ``BertForMaskedLM`` (``mlm=True``; decoder tied to word embeddings).
+
+    ``input_ids`` / ``attention_mask`` (1 = real token, right-padded) / ``token_type_ids``
+    ``[batch, seq]`` -> ``last_hidden_state [batch, seq, width]``, ``pooler_output
+    [batch, width]`` (when the encoder has a pooler), ``logits [batch, seq, vocab]``.
+    """
+
+    text: BertEncoder
+    mlm: bool = False
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        input_ids: jax.Array,
+        attention_mask: jax.Array | None = None,
+        token_type_ids: jax.Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> dict[str, jax.Array]:
+        mask = None if attention_mask is None else attention_mask.astype(bool)
+        out = self.text(input_ids, mask, token_type_ids, deterministic=deterministic)
+        result = {"last_hidden_state": out["tokens"]}
+        if "pooled" in out:
+            result["pooler_output"] = out["pooled"]
+        if self.mlm:
+            table = nn.unbox(self.text.variables["params"]["word_embed"]["embedding"])
+            head = MLMHead(self.text.act, self.text.ln_eps, self.dtype, name="mlm")
+            result["logits"] = head(out["tokens"], table)
+        return result
+
+
+class HFResNet(nn.Module):
+    """``ResNetModel`` / ``ResNetForImageClassification`` (``num_labels > 0``).
+
+    ``pixel_values`` ``[batch, H, W, C]`` -> ``last_hidden_state [batch, h, w, C']`` (NHWC;
+    transformers returns NCHW), ``pooler_output [batch, C']`` (transformers:
+    ``[batch, C', 1, 1]``), ``logits [batch, labels]``.
+    """
+
+    image: ResNet
+    num_labels: int = 0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        pixel_values: jax.Array,
+        *,
+        deterministic: bool = True,
+        train_batch_norm: bool = False,
+    ) -> dict[str, jax.Array]:
+        out = self.image(
+            pixel_values, deterministic=deterministic, train_batch_norm=train_batch_norm
+        )
+        result = {"last_hidden_state": out["tokens"], "pooler_output": out["pooled"]}
+        if self.num_labels:
+            head = ClassifierHead(self.num_labels, self.dtype, name="head")
+            result["logits"] = head(out["pooled"])
+        return result

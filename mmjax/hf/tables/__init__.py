@@ -1,0 +1,1 @@
+"""One key table per architecture (HF key <-> mmjax path + transform)."""

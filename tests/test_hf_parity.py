@@ -1,0 +1,102 @@
+"""mmjax outputs match transformers' on checkpoints its PyTorch and Flax classes wrote."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mmjax.hf
+from tests.hf_reference import (
+    FIXTURES,
+    images,
+    max_diff,
+    require_transformers,
+    text_batch,
+    to_torch,
+    torch_model,
+)
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def torch_no_grad():
+    require_transformers()
+    import torch
+
+    with torch.no_grad():
+        yield
+
+
+@pytest.mark.parametrize("name,cls", [("clip-pt", "CLIPModel"), ("siglip-pt", "SiglipModel")])
+def test_two_tower_matches_torch(torch_no_grad, name, cls):
+    ref = torch_model(cls, FIXTURES / name)
+    module, variables = mmjax.hf.load(FIXTURES / name)
+    px = images()
+    if cls == "CLIPModel":
+        ids, mask = text_batch(eos=63)
+    else:  # SigLIP pools the last position: padding='max_length' inputs
+        ids, mask = text_batch()[0], np.ones((2, 10), np.int32)
+    img = module.apply(variables, jnp.asarray(px), method="encode_image")
+    txt = module.apply(variables, jnp.asarray(ids), jnp.asarray(mask, bool), method="encode_text")
+    ref_img = ref.get_image_features(pixel_values=to_torch(px, nchw=True))
+    ref_txt = ref.get_text_features(input_ids=to_torch(ids).long(), attention_mask=to_torch(mask))
+    assert max_diff(ref_img, img) <= TOL
+    assert max_diff(ref_txt, txt) <= TOL
+    out = ref(
+        input_ids=to_torch(ids).long(),
+        attention_mask=to_torch(mask),
+        pixel_values=to_torch(px, nchw=True),
+    )
+    mm = module.apply(variables, jnp.asarray(px), jnp.asarray(ids), jnp.asarray(mask, bool))
+    logits = jnp.exp(mm["logit_scale"]) * mm["image"] @ mm["text"].T + mm["logit_bias"]
+    assert max_diff(out.logits_per_image, logits) <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "name,cls", [("vit-pt", "ViTModel"), ("vit-cls-pt", "ViTForImageClassification")]
+)
+def test_vit_matches_torch(torch_no_grad, name, cls):
+    ref = torch_model(cls, FIXTURES / name)
+    module, variables = mmjax.hf.load(FIXTURES / name)
+    px = images()
+    out = module.apply(variables, jnp.asarray(px))
+    r = ref(pixel_values=to_torch(px, nchw=True), output_hidden_states=True)
+    if cls == "ViTModel":
+        assert max_diff(r.last_hidden_state, out["last_hidden_state"]) <= TOL
+        assert max_diff(r.pooler_output, out["pooler_output"]) <= TOL
+    else:
+        assert max_diff(r.logits, out["logits"]) <= TOL
+
+
+@pytest.mark.parametrize("name,cls", [("bert-pt", "BertModel"), ("bert-mlm-pt", "BertForMaskedLM")])
+def test_bert_matches_torch(torch_no_grad, name, cls):
+    ref = torch_model(cls, FIXTURES / name)
+    module, variables = mmjax.hf.load(FIXTURES / name)
+    ids, mask = text_batch()
+    types = (np.arange(10)[None] >= 4).astype(np.int32).repeat(2, 0)
+    out = module.apply(variables, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(types))
+    r = ref(
+        input_ids=to_torch(ids).long(),
+        attention_mask=to_torch(mask),
+        token_type_ids=to_torch(types).long(),
+    )
+    if cls == "BertModel":
+        assert max_diff(r.last_hidden_state, out["last_hidden_state"]) <= TOL
+        assert max_diff(r.pooler_output, out["pooler_output"]) <= TOL
+    else:
+        assert max_diff(r.logits, out["logits"]) <= TOL
+
+
+@pytest.mark.parametrize("name", ["resnet-pt", "resnet-basic-pt"])
+def test_resnet_matches_torch(torch_no_grad, name):
+    ref = torch_model("ResNetModel", FIXTURES / name)
+    module, variables = mmjax.hf.load(FIXTURES / name)
+    assert set(variables) == {"params", "batch_stats"}
+    px = images(size=40)
+    out = module.apply(variables, jnp.asarray(px))
+    r = ref(pixel_values=to_torch(px, nchw=True))
+    hidden = np.transpose(np.asarray(out["last_hidden_state"]), (0, 3, 1, 2))
+    assert max_diff(r.last_hidden_state, hidden) <= TOL
+    assert max_diff(r.pooler_output[:, :, 0, 0], out["pooler_output"]) <= TOL
