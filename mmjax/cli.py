@@ -64,17 +64,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``mmjax convert``; bad input (a missing file, a checkpoint that does not fit) is
+    reported as one error line naming it."""
     from mmjax.hf import convert
 
-    if args.hf and not args.out:
-        raise config_lib.ConfigError("convert --hf needs --out CKPT_DIR")
-    if args.ckpt and not args.to_hf:
-        raise config_lib.ConfigError("convert --ckpt needs --to-hf DIR")
-    if args.hf:
-        out = convert.hf_to_checkpoint(args.hf, args.out, allow_network=args.allow_network)
-    else:
-        out = convert.checkpoint_to_hf(args.ckpt, args.to_hf)
+    try:
+        if overrides:
+            raise config_lib.ConfigError("convert takes no --config.KEY overrides")
+        if args.hf and not args.out:
+            raise config_lib.ConfigError("convert --hf needs --out CKPT_DIR")
+        if args.ckpt and not args.to_hf:
+            raise config_lib.ConfigError("convert --ckpt needs --to-hf DIR")
+        if args.hf:
+            out = convert.hf_to_checkpoint(args.hf, args.out, allow_network=args.allow_network)
+        else:
+            out = convert.checkpoint_to_hf(args.ckpt, args.to_hf)
+    except (OSError, ValueError) as e:  # ConfigError, HFLoadError, WeightFileError, ...
+        print(f"mmjax: error: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0
 
@@ -95,11 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         rest, overrides = _split_overrides(argv)
         args = _parser().parse_args(rest)
         if args.command == "convert":
-            if overrides:
-                raise config_lib.ConfigError("convert takes no --config.KEY overrides")
-            return _convert(args)
+            return _convert(args, overrides)
         config = _config(args.config, overrides)
-    except (config_lib.ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except config_lib.ConfigError as e:
         print(f"mmjax: error: {e}", file=sys.stderr)
         return 2
     if args.command == "train":

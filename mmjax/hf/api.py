@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.hf import config_map, formats, keymap
+from mmjax.hf import config_export, config_map, formats, keymap
 from mmjax.hf.hub import resolve
 from mmjax.hf.modules import HFBert, HFResNet, HFViT
 from mmjax.models.towers import TwoTower
@@ -119,7 +119,7 @@ def save(path: str | Path, module: nn.Module, variables: dict[str, Any]) -> Path
     """Writes ``config.json`` + ``model.safetensors`` (fp32) that transformers'
     ``from_pretrained`` loads into the matching class. Returns the directory."""
     path = Path(path)
-    cfg, table, with_prefix = config_map.hf_config(module)
+    cfg, table, with_prefix = config_export.hf_config(module)
     flat = {k: np.asarray(v, np.float32) for k, v in flatten(nn.unbox(variables)).items()}
     tensors = keymap.to_hf(flat, table, with_prefix)
     path.mkdir(parents=True, exist_ok=True)
