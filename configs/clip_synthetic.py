@@ -76,6 +76,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.eps = 1e-6
     c.optim.weight_decay = 0.05
     c.optim.grad_clip_norm = 1.0
+    c.optim.cooldown_steps = 0  # 'constant' / 'rsqrt': final linear decay
+    # (regex, rule) over '/'-joined param paths, first match wins; None = frozen, else
+    # dict(lr_mult=, wd_mult=, decay=None|True|False, schedule=dict(...)). See mmjax/param_rules.py
+    c.optim.rules = [(".*", {})]
+    c.optim.llrd = 1.0  # layer-wise lr decay per tower (1 = off)
+    c.optim.accum_steps = 1  # micro-batches per step (same update as one big batch)
+    c.optim.ema_decay = 0.0  # EMA of trainable params, used for eval (0 = off)
+
+    c.init_from = ""  # '' | another run's workdir / checkpoints dir | 'hf:<path or id>'
+    c.init_from_dont_load = []  # regexes of param paths to keep freshly initialized
 
     c.mesh = dict(data=-1, fsdp=1, tensor=1, rules=DEFAULT_RULES)
 

@@ -150,3 +150,20 @@ def apply_overrides(
 def to_json(config: ml_collections.ConfigDict) -> str:
     """The config as JSON (tuples become lists), for ``config.json`` and checkpoints."""
     return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def load_with_options(
+    base: str | Path, arg: str | None, defaults: dict[str, Any], where: str
+) -> tuple[ml_collections.ConfigDict, dict[str, Any]]:
+    """For recipe configs built on another config file: splits ``arg`` such as ``k=2,tiny``
+    into options (``KEY=VALUE`` with ``KEY`` in ``defaults``, parsed to its type) and the
+    ``base`` file's own variants; returns ``(base config, options)``."""
+    items = [a for a in (arg or "").split(",") if a]
+    options = dict(defaults)
+    for item in (a for a in items if "=" in a):
+        key, _, text = item.partition("=")
+        if key not in defaults:
+            raise ConfigError(f"{where}: unknown option {key!r}; known: {sorted(defaults)}")
+        options[key] = _parse_value(text, defaults[key], key)
+    variants = ",".join(a for a in items if "=" not in a)
+    return load_config(f"{base}:{variants}" if variants else base), options

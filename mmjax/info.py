@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import flax.linen as nn
-import flax.traverse_util
 import jax
 import numpy as np
 
+from mmjax.param_rules import make_param_plan
 from mmjax.tasks import build_task
+from mmjax.train import param_shapes as task_param_shapes
 
 
 def param_shapes(config: Any) -> dict[str, tuple[int, ...]]:
     """``{'image/encoder/layer_0/...': shape}`` without allocating params."""
-    task = build_task(config)
-    abstract = jax.eval_shape(task.init, jax.random.PRNGKey(0))
-    flat = flax.traverse_util.flatten_dict(nn.unbox(abstract)["params"], sep="/")
-    return {k: tuple(v.shape) for k, v in flat.items()}
+    return task_param_shapes(build_task(config))
 
 
 def count_params(config: Any) -> dict[str, int]:
@@ -37,3 +34,5 @@ def print_info(config: Any) -> None:
     print("parameters:")
     for group, n in count_params(config).items():
         print(f"  {group:<16} {n:>14,}")
+    print("config.optim.rules:")
+    print(make_param_plan(config.optim, param_shapes(config)).table())

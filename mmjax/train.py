@@ -5,6 +5,10 @@ shapes and logical axis names, ``mmjax.sharding`` turns them into
 ``NamedSharding``s, and ``jax.jit(init, out_shardings=...)`` materializes each
 shard where it lives. The step is ``jax.jit`` with explicit in/out shardings
 and the state donated. One device is simply a 1-device mesh.
+
+``config.optim.rules`` split the params into a trainable and a frozen subtree
+(``mmjax.param_rules``): the state holds both, the step differentiates and updates
+only the trainable one, and the optimizer state (and the EMA) covers only it.
 """
 
 from __future__ import annotations
@@ -24,30 +28,68 @@ from jax.experimental import multihost_utils
 
 from mmjax import config as config_lib
 from mmjax import sharding
+from mmjax.accumulate import loss_and_grads
 from mmjax.checkpoint import Checkpointer
 from mmjax.data.pipeline import eval_batches, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
+from mmjax.init_from import init_state_from
 from mmjax.metric_writer import MetricWriter
-from mmjax.optim import make_optimizer
+from mmjax.optim import ema_update, make_optimizer
+from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.tasks import build_task
 
 
 class TrainState(flax.struct.PyTreeNode):
+    """``params`` are the trainable params only; ``frozen`` the others (``{}`` when none);
+    ``ema`` the EMA of ``params`` (``{}`` when off: empty subtrees keep the state, its
+    shardings and its checkpoints the same pytree)."""
+
     step: jax.Array
     params: Any
     opt_state: Any
     rng: jax.Array
+    frozen: Any = flax.struct.field(default_factory=dict)
+    ema: Any = flax.struct.field(default_factory=dict)
+
+    def full_params(self, use_ema: bool = False) -> Any:
+        """Trainable (or their EMA) and frozen params as one tree, for ``model.apply``."""
+        return merge_params(self.ema if use_ema else self.params, self.frozen)
+
+
+def param_shapes(task: Any) -> dict[str, tuple[int, ...]]:
+    """``{'image/encoder/layer_0/...': shape}`` of the task's params, without allocating."""
+    abstract = jax.eval_shape(task.init, jax.random.PRNGKey(0))
+    return {p: tuple(v.shape) for p, v in flat_params(nn.unbox(abstract)["params"]).items()}
+
+
+def make_plan(task: Any, optim_cfg: Any) -> ParamPlan:
+    """The task's ``ParamPlan`` under ``optim_cfg.rules`` / ``llrd`` / weight decay."""
+    return make_param_plan(optim_cfg, param_shapes(task))
 
 
 def init_train_state(
-    task: Any, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh, rules: Any, seed: int
+    task: Any,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    rules: Any,
+    seed: int,
+    plan: ParamPlan | None = None,
+    ema: bool = False,
 ) -> tuple[TrainState, Any]:
-    """Sharded init; returns ``(state, state_shardings)``."""
+    """Sharded init; returns ``(state, state_shardings)``. Without a plan all params train."""
 
     def init(rng: jax.Array) -> TrainState:
         params_rng, state_rng = jax.random.split(rng)
         params = task.init(params_rng)["params"]  # boxed with logical axis names
-        return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng)
+        trainable, frozen = plan.split(params) if plan is not None else (params, {})
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=trainable,
+            opt_state=tx.init(trainable),
+            rng=state_rng,
+            frozen=frozen,
+            ema=jax.tree.map(jnp.copy, trainable) if ema else {},
+        )
 
     rng = jax.random.PRNGKey(seed)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -57,17 +99,30 @@ def init_train_state(
     return state, shardings
 
 
-def make_train_step(task: Any, tx: optax.GradientTransformation, schedule: Any) -> Any:
+def make_train_step(
+    task: Any,
+    tx: optax.GradientTransformation,
+    schedule: Any,
+    accum_steps: int = 1,
+    ema_decay: float = 0.0,
+) -> Any:
+    """``(state, batch) -> (state, metrics)``: gradients of the trainable params only (over
+    ``accum_steps`` micro-batches), the optimizer update, then the EMA if ``ema_decay``."""
+
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
         rng, step_rng = jax.random.split(state.rng)
-        grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-        (loss, metrics), grads = grad_fn(state.params, batch, step_rng, True)
+        loss, metrics, grads = loss_and_grads(
+            task, state.params, state.frozen, batch, step_rng, accum_steps
+        )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        ema = ema_update(state.ema, params, ema_decay) if ema_decay else state.ema
         metrics = dict(
             metrics, loss=loss, lr=schedule(state.step), grad_norm=optax.tree.norm(grads)
         )
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        new_state = state.replace(
+            step=state.step + 1, params=params, opt_state=opt_state, rng=rng, ema=ema
+        )
         return new_state, metrics
 
     return train_step
@@ -113,8 +168,22 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             f"{config.data.tokenizer!r} has {tokenizer.vocab_size} tokens"
         )
     steps = int(config.train.steps)
-    tx, schedule = make_optimizer(config.optim, steps)
-    state, state_shardings = init_train_state(task, tx, mesh, rules, config.train.seed)
+    plan = make_plan(task, config.optim)
+    if jax.process_index() == 0:
+        print(plan.table())
+    accum_steps = int(config.optim.get("accum_steps", 1))
+    if accum_steps < 1 or config.train.batch_size % accum_steps:
+        raise config_lib.ConfigError(
+            f"config.optim.accum_steps ({accum_steps}) must be >= 1 and divide "
+            f"train.batch_size ({config.train.batch_size})"
+        )
+    ema_decay = float(config.optim.get("ema_decay", 0.0) or 0.0)
+    if not 0.0 <= ema_decay < 1.0:
+        raise config_lib.ConfigError(f"config.optim.ema_decay must be in [0, 1), got {ema_decay}")
+    tx, schedule = make_optimizer(config.optim, steps, plan)
+    state, state_shardings = init_train_state(
+        task, tx, mesh, rules, config.train.seed, plan, ema=ema_decay > 0
+    )
     data_sharding = sharding.batch_sharding(mesh)
 
     data_iter = iter(
@@ -128,18 +197,24 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
         )
         state = ckpt.restore(start, abstract, data_iter)
         print(f"resumed from {ckpt.directory} at step {start}")
+    elif config.get("init_from"):
+        state = init_state_from(
+            state, state_shardings, plan, config.init_from, config.get("init_from_dont_load", ())
+        )
+    elif plan.frozen and jax.process_index() == 0:
+        print("warning: frozen params are randomly initialized (config.init_from is empty)")
     start = int(state.step)
 
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
         step_fn = jax.jit(
-            make_train_step(task, tx, schedule),
+            make_train_step(task, tx, schedule, accum_steps, ema_decay),
             in_shardings=(state_shardings, data_sharding),
             out_shardings=(state_shardings, sharding.replicated(mesh)),
             donate_argnums=0,
         )
         eval_fn = jax.jit(
             task.embed,
-            in_shardings=(state_shardings.params, data_sharding),
+            in_shardings=(state_shardings.full_params(use_ema=ema_decay > 0), data_sharding),
             out_shardings=sharding.replicated(mesh),
         )
         eval_data = eval_batches(config.data, tokenizer, config.train.eval_batch_size)
@@ -179,7 +254,9 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
                 t0 = time.perf_counter()
                 eval_row = {
                     f"eval/{k}": v
-                    for k, v in evaluate(task, eval_fn, state.params, eval_data, mesh).items()
+                    for k, v in evaluate(
+                        task, eval_fn, state.full_params(use_ema=ema_decay > 0), eval_data, mesh
+                    ).items()
                 }
                 last.update(eval_row)
                 writer.write(step, eval_row)

@@ -50,10 +50,12 @@ class ContrastiveTask:
             b["padding_mask"],
         )
 
-    def loss(
+    def forward(
         self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        out = self.model.apply(
+    ) -> dict[str, jax.Array]:
+        """Model outputs the loss needs: ``{'image', 'text'}`` (``[batch, dim]``,
+        L2-normalized) and the scalars ``logit_scale``, ``logit_bias``."""
+        return self.model.apply(
             {"params": params},
             normalize_images(batch["image"], self.normalization),
             batch["tokens"],
@@ -61,11 +63,21 @@ class ContrastiveTask:
             deterministic=not train,
             rngs={"dropout": rng},
         )
+
+    def loss_from_outputs(
+        self, out: dict[str, jax.Array]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """The contrastive loss over every pair of ``forward`` outputs (the global batch)."""
         if self.loss_kind == "softmax":
             return softmax_contrastive_loss(out["image"], out["text"], out["logit_scale"])
         return sigmoid_contrastive_loss(
             out["image"], out["text"], out["logit_scale"], out["logit_bias"]
         )
+
+    def loss(
+        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return self.loss_from_outputs(self.forward(params, batch, rng, train))
 
     def embed(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
         """Eval forward: ``{'image': [batch, dim], 'text': [batch, dim]}``."""

@@ -1,0 +1,115 @@
+"""``config.init_from``: start a run from another run's params or a Hugging Face model.
+
+``init_from`` is ``''`` (off), a path to another mmjax run's workdir, its
+``checkpoints/`` directory or one step directory in it (the latest step's params,
+trainable and frozen, are taken), or ``hf:<path or id>`` (``mmjax.hf.load``).
+Every param whose path is in both trees is loaded, except those matching one of
+the ``init_from_dont_load`` regexes (``re.fullmatch`` on ``/``-joined paths); the
+rest keep their fresh init. A shape mismatch is an error naming the param.
+The trainer applies it after init and before the first step, and only when the
+run does not resume from its own checkpoint.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.param_rules import ParamPlan, flat_params, merge_params, unflat_params
+
+
+def _step_dir(path: Path) -> Path:
+    """The checkpoint step directory ``path`` points at (latest step of a run or dir)."""
+    if (path / "state").is_dir():
+        return path
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    steps = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(
+            f"config.init_from: no checkpoint under {path} (expected a run workdir, "
+            "its checkpoints/ directory or a step directory)"
+        )
+    return path / str(max(steps))
+
+
+def load_checkpoint_params(path: str | Path) -> dict[str, np.ndarray]:
+    """Flat ``{path: array}`` of the params (trainable and frozen) in an mmjax checkpoint."""
+    import orbax.checkpoint as ocp
+
+    step_dir = _step_dir(Path(path).expanduser().absolute())
+    state = ocp.PyTreeCheckpointer().restore(step_dir / "state")
+    params = merge_params(state["params"], state.get("frozen") or {})
+    return {k: np.asarray(v) for k, v in flat_params(params).items()}
+
+
+def load_source_params(spec: str) -> dict[str, np.ndarray]:
+    """Flat params named by an ``init_from`` value (``hf:...`` or a checkpoint path)."""
+    if spec.startswith("hf:"):
+        from mmjax import hf  # lazily: only runs that ask for it need the HF code
+
+        _, variables = hf.load(spec[len("hf:") :])
+        return {k: np.asarray(v) for k, v in flat_params(variables["params"]).items()}
+    return load_checkpoint_params(spec)
+
+
+def select_params(
+    target: Mapping[str, Any], source: Mapping[str, Any], dont_load: Sequence[str] = ()
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``(loaded, report)``: the source arrays to load into the flat ``target``, and lists
+    of paths ``loaded``, ``skipped`` (by ``dont_load``), ``new`` (not in the source, kept
+    fresh) and ``unused`` (in the source only). Raises on a shape mismatch."""
+    patterns = [re.compile(p) for p in dont_load]
+    report: dict[str, list[str]] = {"loaded": [], "skipped": [], "new": [], "unused": []}
+    loaded = {}
+    for path, leaf in target.items():
+        if any(p.fullmatch(path) for p in patterns):
+            report["skipped"].append(path)
+        elif path not in source:
+            report["new"].append(path)
+        else:
+            want, got = tuple(np.shape(leaf)), tuple(np.shape(source[path]))
+            if want != got:
+                raise ValueError(
+                    f"config.init_from: param {path!r} has shape {got} in the source "
+                    f"but {want} in the model"
+                )
+            loaded[path] = source[path]
+            report["loaded"].append(path)
+    report["unused"] = [p for p in source if p not in target]
+    return loaded, report
+
+
+def format_report(report: Mapping[str, list[str]], shapes: Mapping[str, Any], spec: str) -> str:
+    """Counts (tensors, parameters) per outcome, with a few example paths."""
+    lines = [f"init_from {spec}:"]
+    for kind, paths in report.items():
+        n = sum(int(np.prod(np.shape(shapes[p]))) for p in paths if p in shapes)
+        size = f", {n:,} params" if kind != "unused" else ""
+        example = f"  e.g. {', '.join(paths[:3])}" if paths else ""
+        lines.append(f"  {kind:<8} {len(paths):>5} tensors{size}{example}")
+    return "\n".join(lines)
+
+
+def init_state_from(
+    state: Any, shardings: Any, plan: ParamPlan, spec: str, dont_load: Sequence[str] = ()
+) -> Any:
+    """``state`` with params from ``spec`` put onto ``shardings``; the EMA restarts there."""
+    full = flat_params(state.full_params())
+    loaded, report = select_params(full, load_source_params(spec), dont_load)
+    if jax.process_index() == 0:
+        print(format_report(report, full, spec))
+    shard_of = flat_params(shardings.full_params())
+    for path, value in loaded.items():
+        full[path] = jax.device_put(value.astype(full[path].dtype), shard_of[path])
+    trainable, frozen = plan.split(unflat_params(full))
+    ema = {}
+    if state.ema:
+        ema = jax.jit(lambda t: jax.tree.map(jnp.copy, t), out_shardings=shardings.ema)(trainable)
+    return state.replace(params=trainable, frozen=frozen, ema=ema)
