@@ -161,3 +161,21 @@ def test_loaded_resnet_is_an_image_tower():
     proj, image_out = both(tower, x)
     pooled = image_out["pooled"]
     np.testing.assert_allclose(proj, pooled @ params["image_proj"]["kernel"], atol=1e-5)
+
+
+def test_dtype_sets_params_and_compute():
+    module, variables = mmjax.hf.load(FIXTURES / "clip-pt", dtype=jnp.bfloat16)
+    assert {x.dtype for x in jax.tree.leaves(variables)} == {jnp.dtype(jnp.bfloat16)}
+    emb = module.apply(variables, jnp.asarray(images()), method="encode_image")
+    assert emb.dtype == jnp.bfloat16
+    fp32_module, fp32 = mmjax.hf.load(FIXTURES / "clip-pt")
+    ref = fp32_module.apply(fp32, jnp.asarray(images()), method="encode_image")
+    np.testing.assert_allclose(np.asarray(emb, np.float32), ref, atol=0.1)
+
+
+def test_save_names_what_transformers_cannot_express(tmp_path, tiny_config):
+    from mmjax.models.towers import build_two_tower
+
+    model = build_two_tower(tiny_config.model)  # sincos2d positions: not a CLIP layout
+    with pytest.raises(ValueError, match=r"image.posemb='learn'"):
+        mmjax.hf.save(tmp_path, model, {"params": {}})

@@ -11,7 +11,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from mmjax.hf.config_map import ConfigMapError
+from mmjax.hf.config_map import TEXT_FIELDS, VISION_FIELDS, ConfigMapError
 from mmjax.hf.keymap import KeyTable
 from mmjax.hf.modules import HFBert, HFResNet, HFViT
 from mmjax.hf.tables.bert import bert_table
@@ -50,31 +50,20 @@ def _require(checks: dict[str, bool], what: str) -> None:
         raise ConfigMapError(f"{what} has no transformers equivalent: needs " + ", ".join(bad))
 
 
+def _fields(module: nn.Module, fields: dict[str, str]) -> dict[str, Any]:
+    """HF (sub-)config entries from an mmjax encoder: ``fields`` plus the activation."""
+    return {
+        **{hf: getattr(module, mm) for hf, mm in fields.items()},
+        "hidden_act": _mm_act(module.act),
+    }
+
+
 def _vit_config(v: VisionTransformer) -> dict[str, Any]:
-    return dict(
-        image_size=v.image_size,
-        patch_size=v.patch_size,
-        hidden_size=v.width,
-        num_hidden_layers=v.depth,
-        num_attention_heads=v.num_heads,
-        intermediate_size=v.mlp_dim,
-        hidden_act=_mm_act(v.act),
-        layer_norm_eps=v.ln_eps,
-        num_channels=3,
-    )
+    return dict(_fields(v, VISION_FIELDS), num_channels=3)
 
 
 def _text_config(t: CLIPTextTransformer) -> dict[str, Any]:
-    return dict(
-        vocab_size=t.vocab_size,
-        max_position_embeddings=t.context_length,
-        hidden_size=t.width,
-        num_hidden_layers=t.depth,
-        num_attention_heads=t.num_heads,
-        intermediate_size=t.mlp_dim,
-        hidden_act=_mm_act(t.act),
-        layer_norm_eps=t.ln_eps,
-    )
+    return _fields(t, TEXT_FIELDS)
 
 
 def _two_tower_config(m: TwoTower) -> tuple[dict[str, Any], KeyTable, bool]:
@@ -166,15 +155,8 @@ def hf_config(module: nn.Module) -> tuple[dict[str, Any], KeyTable, bool]:
         cfg = dict(
             architectures=["BertForMaskedLM" if module.mlm else "BertModel"],
             model_type="bert",
-            vocab_size=t.vocab_size,
-            max_position_embeddings=t.max_positions,
-            hidden_size=t.width,
-            num_hidden_layers=t.depth,
-            num_attention_heads=t.num_heads,
-            intermediate_size=t.mlp_dim,
             type_vocab_size=t.type_vocab_size,
-            hidden_act=_mm_act(t.act),
-            layer_norm_eps=t.ln_eps,
+            **_fields(t, {**TEXT_FIELDS, "max_position_embeddings": "max_positions"}),
         )
         return cfg, bert_table(), module.mlm
     if isinstance(module, HFResNet):

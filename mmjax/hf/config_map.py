@@ -165,31 +165,33 @@ def _dtype_name(dtype: Any) -> str:
     raise ConfigMapError(f"dtype {dtype} not supported; known: {sorted(DTYPES)}")
 
 
+# HF config key -> mmjax module field, shared by both directions (config_export.py).
+ENCODER_FIELDS = {
+    "hidden_size": "width",
+    "num_hidden_layers": "depth",
+    "num_attention_heads": "num_heads",
+    "intermediate_size": "mlp_dim",
+    "layer_norm_eps": "ln_eps",
+}
+VISION_FIELDS = {**ENCODER_FIELDS, "image_size": "image_size", "patch_size": "patch_size"}
+TEXT_FIELDS = {
+    **ENCODER_FIELDS,
+    "vocab_size": "vocab_size",
+    "max_position_embeddings": "context_length",
+}
+
+
+def _fields(cfg: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
+    """mmjax encoder config from an HF (sub-)config: ``fields`` plus the activation."""
+    return {**{mm: cfg[hf] for hf, mm in fields.items()}, "act": _act(cfg["hidden_act"], where)}
+
+
 def _vit_fields(v: dict[str, Any], where: str) -> dict[str, Any]:
-    return dict(
-        image_size=v["image_size"],
-        patch_size=v["patch_size"],
-        width=v["hidden_size"],
-        depth=v["num_hidden_layers"],
-        num_heads=v["num_attention_heads"],
-        mlp_dim=v["intermediate_size"],
-        act=_act(v["hidden_act"], where),
-        ln_eps=v["layer_norm_eps"],
-    )
+    return _fields(v, VISION_FIELDS, where)
 
 
 def _text_fields(t: dict[str, Any], where: str) -> dict[str, Any]:
-    return dict(
-        kind="clip",
-        vocab_size=t["vocab_size"],
-        context_length=t["max_position_embeddings"],
-        width=t["hidden_size"],
-        depth=t["num_hidden_layers"],
-        num_heads=t["num_attention_heads"],
-        mlp_dim=t["intermediate_size"],
-        act=_act(t["hidden_act"], where),
-        ln_eps=t["layer_norm_eps"],
-    )
+    return {"kind": "clip", **_fields(t, TEXT_FIELDS, where)}
 
 
 def model_config(cfg: dict[str, Any], dtype: Any = jnp.float32) -> ml_collections.ConfigDict:
