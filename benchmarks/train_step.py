@@ -48,15 +48,17 @@ def matmul_peak(dtype: jnp.dtype, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def bench(config, batch: int, steps: int) -> dict:
+def compile_step(config, batch: int, plan=None):
+    """``(compiled step, state, data, compile_s)`` for ``config`` at global ``batch``: the
+    trainer's own jitted step (with ``plan``'s frozen params, if given) on one real batch."""
     config = config_lib.apply_overrides(config, [f"train.batch_size={batch}"])
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     task = build_task(config)
     tx, schedule = make_optimizer(
-        config.optim, max(config.train.steps, config.optim.warmup_steps + 1)
+        config.optim, max(config.train.steps, config.optim.warmup_steps + 1), plan
     )
-    state, shardings = init_train_state(task, tx, mesh, rules, 0)
+    state, shardings = init_train_state(task, tx, mesh, rules, 0, plan)
     tokenizer = load_tokenizer(config.data.tokenizer, config.model.text.context_length)
     local = next(iter(train_dataset(config.data, tokenizer, batch, 0)))
     data = sharding.global_batch(local, mesh)
@@ -70,15 +72,36 @@ def bench(config, batch: int, steps: int) -> dict:
         t0 = time.perf_counter()
         compiled = step.lower(state, data).compile()
         compile_s = time.perf_counter() - t0
-        for _ in range(3):
-            state, metrics = compiled(state, data)
+    return compiled, state, data, compile_s
+
+
+def time_step(compiled, state, data, steps: int, warmup: int = 3) -> tuple[list[float], object]:
+    """``(seconds of each step, final state)``, each step blocked on, after ``warmup``."""
+    for _ in range(warmup):
+        state, metrics = compiled(state, data)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state, data)
         jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            state, metrics = compiled(state, data)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - t0)
+        times.append(time.perf_counter() - t0)
+    return times, state
+
+
+def print_table(header: str, lines: list[str], rows: list[dict], json_path: Path | None) -> None:
+    """Prints ``header``, a rule and ``lines``; writes ``rows`` to ``json_path`` if given."""
+    print(header)
+    print("-" * len(header))
+    for line in lines:
+        print(line)
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def bench(config, batch: int, steps: int) -> dict:
+    compiled, state, data, compile_s = compile_step(config, batch)
+    times, _ = time_step(compiled, state, data, steps)
     step_s = statistics.median(times)
     return {
         "compile_s": compile_s,
@@ -129,16 +152,13 @@ def main() -> None:
         f"{'config':<20} {'batch':>6} {'compile s':>10} {'step ms':>9} {'samples/s':>10} "
         f"{'GFLOP/step':>11} {'GFLOP/s':>8} {'MFU':>6}"
     )
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(
-            f"{r['config']:<20} {r['batch']:>6} {r['compile_s']:>10.1f} {r['step_s'] * 1e3:>9.1f} "
-            f"{r['samples_per_s']:>10.0f} {r['flops_per_step'] / 1e9:>11.2f} "
-            f"{r['flops_per_step'] / r['step_s'] / 1e9:>8.1f} {r['mfu']:>6.1%}"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        f"{r['config']:<20} {r['batch']:>6} {r['compile_s']:>10.1f} {r['step_s'] * 1e3:>9.1f} "
+        f"{r['samples_per_s']:>10.0f} {r['flops_per_step'] / 1e9:>11.2f} "
+        f"{r['flops_per_step'] / r['step_s'] / 1e9:>8.1f} {r['mfu']:>6.1%}"
+        for r in rows
+    ]
+    print_table(header, lines, rows, args.json)
 
 
 if __name__ == "__main__":
