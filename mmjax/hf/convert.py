@@ -1,7 +1,11 @@
 """``mmjax convert``: HF model directory <-> orbax checkpoint of its variables.
 
-``CKPT_DIR`` holds ``variables/`` (an orbax checkpoint of ``{'params', ...}``) and
-``hf_config.json`` (the HF ``config.json``, which rebuilds the module).
+``--hf DIR --out CKPT_DIR`` writes ``variables/`` (an orbax checkpoint of
+``{'params', ...}``) and ``hf_config.json`` (the HF ``config.json``, which rebuilds
+the module). ``--ckpt CKPT_DIR --to-hf DIR`` reads such a directory, or a training
+run's checkpoint (its workdir, ``checkpoints/`` or one step directory: the latest
+step's params, frozen ones included, and the model from the run's config), and
+writes ``config.json`` + ``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -34,12 +38,47 @@ def hf_to_checkpoint(hf: str | Path, out: str | Path, allow_network: bool = Fals
     return out
 
 
+def _run_step_dir(path: Path) -> Path | None:
+    """The step directory of a training run's checkpoint at ``path`` (latest step), if any."""
+    if (path / "state").is_dir() and (path / "config").is_dir():
+        return path
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    steps = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
+    return _run_step_dir(path / str(max(steps))) if steps else None
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
+    return out
+
+
+def run_checkpoint_to_hf(step_dir: Path, hf: str | Path) -> Path:
+    """Exports the params of a ``mmjax train`` checkpoint step (two-tower models)."""
+    import ml_collections
+
+    from mmjax.models.towers import build_two_tower
+
+    config = json.loads((step_dir / "config" / "metadata").read_text())
+    state = ocp.PyTreeCheckpointer().restore(step_dir / "state")
+    params = _merge(state["params"], state.get("frozen") or {})  # frozen params live apart
+    model = build_two_tower(ml_collections.ConfigDict(config["model"]))
+    return api.save(hf, model, {"params": params})
+
+
 def checkpoint_to_hf(ckpt: str | Path, hf: str | Path) -> Path:
-    """Writes the ``config.json`` + ``model.safetensors`` of a ``hf_to_checkpoint`` output."""
+    """Writes ``config.json`` + ``model.safetensors`` from a ``hf_to_checkpoint`` output or
+    a training run's checkpoint."""
     ckpt = Path(ckpt).absolute()
     if not (ckpt / api.HF_CONFIG).is_file() or not (ckpt / VARIABLES).is_dir():
+        step_dir = _run_step_dir(ckpt)
+        if step_dir is not None:
+            return run_checkpoint_to_hf(step_dir, hf)
         raise FileNotFoundError(
-            f"{ckpt} is not an `mmjax convert --hf` output (needs {api.HF_CONFIG} and {VARIABLES}/)"
+            f"{ckpt} is neither an `mmjax convert --hf` output (needs {api.HF_CONFIG} and "
+            f"{VARIABLES}/) nor a training run's checkpoint"
         )
     cfg = json.loads((ckpt / api.HF_CONFIG).read_text())
     with ocp.StandardCheckpointer() as checkpointer:
