@@ -77,6 +77,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.05
     c.optim.grad_clip_norm = 1.0
     c.optim.cooldown_steps = 0  # 'constant' / 'rsqrt': final linear decay
+    c.optim.timescale = 0  # 'rsqrt': lr * sqrt(timescale / (timescale + t)); 0 = warmup_steps
     # (regex, rule) over '/'-joined param paths, first match wins; None = frozen, else
     # dict(lr_mult=, wd_mult=, decay=None|True|False, schedule=dict(...)). See mmjax/param_rules.py
     c.optim.rules = [(".*", {})]

@@ -93,7 +93,7 @@ def test_ema_tracks_trainable_params(locked):
 
 def test_accumulating_4_micro_batches_equals_one_big_batch(tiny_config):
     task = build_task(tiny_config)
-    params = nn.unbox(task.init(jax.random.PRNGKey(0)))["params"]
+    params = jax.jit(lambda r: nn.unbox(task.init(r))["params"])(jax.random.PRNGKey(0))
     tokenizer = load_tokenizer(tiny_config.data.tokenizer, tiny_config.model.text.context_length)
     batch = next(iter(train_dataset(tiny_config.data, tokenizer, 64, 0)))
     rng = jax.random.PRNGKey(1)
@@ -115,8 +115,9 @@ def test_accumulating_4_micro_batches_equals_one_big_batch(tiny_config):
     opt_state = tx.init(params)
     opt_state = opt_state[:-1] + (opt_state[-1]._replace(count=jax.numpy.asarray(5)),)
     assert float(schedule(5)) > 1.9e-3
-    update1, _ = tx.update(grads1, opt_state, params)
-    update4, _ = tx.update(grads4, opt_state, params)
+    update = jax.jit(tx.update)
+    update1, _ = update(grads1, opt_state, params)
+    update4, _ = update(grads4, opt_state, params)
     new1, new4 = optax.apply_updates(params, update1), optax.apply_updates(params, update4)
     for path, p1 in _flat(new1).items():
         np.testing.assert_allclose(_flat(new4)[path], p1, atol=1e-6, err_msg=path)

@@ -45,9 +45,10 @@ def _tree(seed: int) -> dict:
 
 def _run(tx: optax.GradientTransformation, params: dict, steps: int = 3) -> dict:
     state = tx.init(params)
+    update = jax.jit(tx.update)
     for i in range(steps):
         grads = jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)) + 0.1, params)
-        updates, state = tx.update(grads, state, params)
+        updates, state = update(grads, state, params)
         params = optax.apply_updates(params, updates)
     return params
 
