@@ -100,3 +100,14 @@ def test_resnet_matches_torch(torch_no_grad, name):
     hidden = np.transpose(np.asarray(out["last_hidden_state"]), (0, 3, 1, 2))
     assert max_diff(r.last_hidden_state, hidden) <= TOL
     assert max_diff(r.pooler_output[:, :, 0, 0], out["pooler_output"]) <= TOL
+
+
+def test_resnet_classifier_matches_torch(torch_no_grad, tmp_path):
+    transformers = require_transformers()
+    config = transformers.ResNetConfig.from_pretrained(FIXTURES / "resnet-pt", num_labels=4)
+    transformers.ResNetForImageClassification(config).eval().save_pretrained(tmp_path)
+    ref = torch_model("ResNetForImageClassification", tmp_path)
+    module, variables = mmjax.hf.load(tmp_path)
+    px = images(size=32)
+    logits = module.apply(variables, jnp.asarray(px))["logits"]
+    assert max_diff(ref(pixel_values=to_torch(px, nchw=True)).logits, logits) <= TOL
