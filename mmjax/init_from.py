@@ -13,6 +13,7 @@ run does not resume from its own checkpoint.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ def load_checkpoint_params(path: str | Path) -> dict[str, np.ndarray]:
     import orbax.checkpoint as ocp
 
     step_dir = _step_dir(Path(path).expanduser().absolute())
-    state = ocp.PyTreeCheckpointer().restore(step_dir / "state")
+    with warnings.catch_warnings():  # the arrays go to the host; their old sharding is moot
+        warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
+        state = ocp.PyTreeCheckpointer().restore(step_dir / "state")
     params = merge_params(state["params"], state.get("frozen") or {})
     return {k: np.asarray(v) for k, v in flat_params(params).items()}
 

@@ -179,3 +179,17 @@ def test_select_params_reports_and_rejects_shape_mismatch():
     }
     with pytest.raises(ValueError, match=r"param 'a/kernel' has shape \(3, 2\)"):
         select_params(target, {"a/kernel": np.ones((3, 2))})
+
+
+def test_init_from_hf_goes_through_mmjax_hf_load():
+    import mmjax.hf
+    from mmjax.init_from import load_source_params
+    from tests.conftest import REPO
+
+    path = REPO / "tests" / "fixtures" / "hf" / "clip-pt"
+    got = load_source_params(f"hf:{path}")
+    _, variables = mmjax.hf.load(path)
+    want = _flat(variables["params"])
+    assert got.keys() == want.keys() and "image/patch_embed/kernel" in got
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=key)
