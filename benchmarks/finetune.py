@@ -88,7 +88,7 @@ def main() -> None:
     print(f"config: {args.config or 'clip_synthetic'} {' '.join(overrides)}, batch {batch}")
     header = (
         f"{'variant':<13} {'step ms':>8} {'vs full':>8} {'trainable':>11} {'frozen':>11} "
-        f"{'opt state MB':>13} {'compile s':>10}"
+        f"{'opt state MiB':>13} {'compile s':>10}"
     )
     lines = [
         f"{r['variant']:<13} {r['step_s'] * 1e3:>8.1f} {r['step_s'] / full['step_s']:>7.2f}x "
