@@ -120,3 +120,32 @@ class BestCheckpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def latest_step_dir(path: str | Path) -> Path:
+    """The step directory ``path`` names: a step directory itself, or the latest step of a
+    run's workdir or of its ``checkpoints/`` directory."""
+    path = Path(path).expanduser().absolute()
+    if (path / "state").is_dir():
+        return path
+    if (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    steps = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
+    if not steps:
+        raise FileNotFoundError(
+            f"no checkpoint under {path} (expected a run workdir, its checkpoints/ directory "
+            "or a step directory)"
+        )
+    return path / str(max(steps))
+
+
+def read_state(step_dir: str | Path) -> dict[str, Any]:
+    """The saved train state of a step directory as nested dicts of NumPy arrays on the host,
+    whatever the mesh and number of processes that wrote it."""
+    import numpy as np
+
+    path = Path(step_dir).absolute() / "state"
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    return checkpointer.restore(path, restore_args=args)

@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or f"runs/{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         print(f"workdir: {workdir}")
         result = train(config, workdir)
-        print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
+        import jax
+
+        if jax.process_index() == 0:
+            print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
         return 0
     if args.command == "info":
         from mmjax.info import print_info

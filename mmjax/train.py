@@ -195,8 +195,19 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
         abstract = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
         )
-        state = ckpt.restore(start, abstract, data_iter)
-        print(f"resumed from {ckpt.directory} at step {start}")
+        if ckpt.has_data_state(start):
+            state = ckpt.restore(start, abstract, data_iter)
+        else:
+            # Saved by another number of processes: their iterator states do not apply,
+            # but a random-access pipeline's position is a function of the step.
+            state = ckpt.restore_state(start, abstract)
+            data_iter = iter(
+                train_dataset(
+                    config.data, tokenizer, config.train.batch_size, config.train.seed, start
+                )
+            )
+        if jax.process_index() == 0:
+            print(f"resumed from {ckpt.directory} at step {start}")
     elif config.get("init_from"):
         state = init_state_from(
             state, state_shardings, plan, config.init_from, config.get("init_from_dont_load", ())
@@ -260,7 +271,10 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
                 }
                 last.update(eval_row)
                 writer.write(step, eval_row)
-                bar.write(f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in eval_row.items()))
+                if jax.process_index() == 0:
+                    bar.write(
+                        f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in eval_row.items())
+                    )
                 t_last += time.perf_counter() - t0  # eval time is not training throughput
             every = config.train.checkpoint_every
             if (every and step % every == 0) or is_last:
