@@ -13,7 +13,6 @@ run does not resume from its own checkpoint.
 from __future__ import annotations
 
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,32 +21,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.param_rules import ParamPlan, flat_params, merge_params, unflat_params
-
-
-def _step_dir(path: Path) -> Path:
-    """The checkpoint step directory ``path`` points at (latest step of a run or dir)."""
-    if (path / "state").is_dir():
-        return path
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    steps = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
-    if not steps:
-        raise FileNotFoundError(
-            f"config.init_from: no checkpoint under {path} (expected a run workdir, "
-            "its checkpoints/ directory or a step directory)"
-        )
-    return path / str(max(steps))
 
 
 def load_checkpoint_params(path: str | Path) -> dict[str, np.ndarray]:
     """Flat ``{path: array}`` of the params (trainable and frozen) in an mmjax checkpoint."""
-    import orbax.checkpoint as ocp
-
-    step_dir = _step_dir(Path(path).expanduser().absolute())
-    with warnings.catch_warnings():  # the arrays go to the host; their old sharding is moot
-        warnings.filterwarnings("ignore", "Sharding info not provided", UserWarning)
-        state = ocp.PyTreeCheckpointer().restore(step_dir / "state")
+    try:
+        step_dir = latest_step_dir(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"config.init_from: {e}") from None
+    state = read_state(step_dir)
     params = merge_params(state["params"], state.get("frozen") or {})
     return {k: np.asarray(v) for k, v in flat_params(params).items()}
 

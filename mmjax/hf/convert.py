@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.hf import api, config_map, keymap
 from mmjax.hf.hub import resolve
 
@@ -40,12 +41,11 @@ def hf_to_checkpoint(hf: str | Path, out: str | Path, allow_network: bool = Fals
 
 def _run_step_dir(path: Path) -> Path | None:
     """The step directory of a training run's checkpoint at ``path`` (latest step), if any."""
-    if (path / "state").is_dir() and (path / "config").is_dir():
-        return path
-    if (path / "checkpoints").is_dir():
-        path = path / "checkpoints"
-    steps = [int(p.name) for p in path.iterdir() if p.name.isdigit()] if path.is_dir() else []
-    return _run_step_dir(path / str(max(steps))) if steps else None
+    try:
+        step_dir = latest_step_dir(path)
+    except FileNotFoundError:
+        return None
+    return step_dir if (step_dir / "config").is_dir() else None
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -62,7 +62,7 @@ def run_checkpoint_to_hf(step_dir: Path, hf: str | Path) -> Path:
     from mmjax.models.towers import build_two_tower
 
     config = json.loads((step_dir / "config" / "metadata").read_text())
-    state = ocp.PyTreeCheckpointer().restore(step_dir / "state")
+    state = read_state(step_dir)
     params = _merge(state["params"], state.get("frozen") or {})  # frozen params live apart
     model = build_two_tower(ml_collections.ConfigDict(config["model"]))
     return api.save(hf, model, {"params": params})
