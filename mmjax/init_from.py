@@ -84,12 +84,28 @@ def format_report(report: Mapping[str, list[str]], shapes: Mapping[str, Any], sp
     return "\n".join(lines)
 
 
+def match_layer_layout(source: dict[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
+    """``source`` params stacked (``layers/block``, ``model.scan_layers``) or unstacked
+    (``layer_{i}``) as ``target`` is, so either layout loads into either model."""
+    from mmjax.hf.keymap import stack_layers, unstack_layers
+
+    def scanned(flat: Mapping[str, Any]) -> bool:
+        return any("/layers/block/" in p for p in flat)
+
+    if scanned(target) and not scanned(source):
+        return stack_layers({k: np.asarray(v) for k, v in source.items()})
+    if scanned(source) and not scanned(target):
+        return unstack_layers({k: np.asarray(v) for k, v in source.items()})
+    return source
+
+
 def init_state_from(
     state: Any, shardings: Any, plan: ParamPlan, spec: str, dont_load: Sequence[str] = ()
 ) -> Any:
     """``state`` with params from ``spec`` put onto ``shardings``; the EMA restarts there."""
     full = flat_params(state.full_params())
-    loaded, report = select_params(full, load_source_params(spec), dont_load)
+    source = match_layer_layout(load_source_params(spec), full)
+    loaded, report = select_params(full, source, dont_load)
     if jax.process_index() == 0:
         print(format_report(report, full, spec))
     shard_of = flat_params(shardings.full_params())

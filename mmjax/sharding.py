@@ -36,6 +36,7 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("vocab", "tensor"),
     ("proj", None),
     ("patch", None),
+    ("layers", None),  # the stacked-layers axis of scanned encoders (model.scan_layers)
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ def load(
     dont_load: tuple[str, ...] | list[str] = (),
     allow_network: bool = False,
     rng: jax.Array | None = None,
+    scan_layers: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Loads an HF model directory (or cached Hub id) as ``(module, variables)``.
 
@@ -98,21 +100,39 @@ def load(
     ``config.json`` before the module is built, e.g. ``{'image_size': 384}`` (positions are
     resampled) or ``{'num_labels': 10}`` together with ``dont_load=['head/.*']`` (those
     params are freshly initialized from ``rng``). Raises ``keymap.HFLoadError`` naming
-    every missing, unexpected or mis-shaped key.
+    every missing, unexpected or mis-shaped key. ``scan_layers=True`` returns a module whose
+    encoders scan over their blocks, with the per-layer weights stacked (``layers/block``).
     """
     directory = resolve(path_or_id, allow_network=allow_network)
     cfg = read_config(directory, overrides)
     weights = formats.find_weights(directory)
     tensors = formats.read_weights(weights)
     module, table = config_map.build(cfg, dtype, set(tensors))
+    if scan_layers:
+        module = with_scan_layers(module)
     abstract = jax.eval_shape(lambda: _init(module, jax.random.PRNGKey(0)))
-    targets = {k: v.shape for k, v in flatten(abstract).items()}
+    targets = keymap.unstack_layers({k: tuple(v.shape) for k, v in flatten(abstract).items()})
     values, left = keymap.to_mm(tensors, table, targets, dont_load, source=str(weights))
     if left:  # dont_load: fresh init for what was skipped
         fresh = flatten(_init(module, jax.random.PRNGKey(0) if rng is None else rng))
+        fresh = keymap.unstack_layers({k: np.asarray(v) for k, v in fresh.items()})
         values.update({k: fresh[k] for k in left})
+    if scan_layers:
+        values = keymap.stack_layers(values)
     variables = {k: jnp.asarray(v, dtype) for k, v in values.items()}
     return module, unflatten(variables)
+
+
+def with_scan_layers(module: nn.Module, scan: bool = True) -> nn.Module:
+    """``module`` with ``scan_layers=scan`` on every sub-module that has the field."""
+    changes = {}
+    for f in dataclasses.fields(module):
+        value = getattr(module, f.name, None)
+        if f.name == "scan_layers":
+            changes[f.name] = scan
+        elif isinstance(value, nn.Module):
+            changes[f.name] = with_scan_layers(value, scan)
+    return module.clone(**changes) if changes else module
 
 
 def save(path: str | Path, module: nn.Module, variables: dict[str, Any]) -> Path:
@@ -121,6 +141,7 @@ def save(path: str | Path, module: nn.Module, variables: dict[str, Any]) -> Path
     path = Path(path)
     cfg, table, with_prefix = config_export.hf_config(module)
     flat = {k: np.asarray(v, np.float32) for k, v in flatten(nn.unbox(variables)).items()}
+    flat = keymap.unstack_layers(flat)  # a scanned model's stacked layers
     tensors = keymap.to_hf(flat, table, with_prefix)
     path.mkdir(parents=True, exist_ok=True)
     cfg = dict(cfg, torch_dtype="float32")

@@ -4,8 +4,10 @@ A ``Rule`` pairs an HF key template (PyTorch naming, ``{i}`` for layer indices) 
 mmjax path template (``params/image/encoder/layer_{i}/attn/query/kernel`` or
 ``batch_stats/...``) and a ``Transform``. ``to_mm`` turns a checkpoint into mmjax
 variables and reports every missing, unexpected and mis-shaped key by name; ``to_hf``
-turns mmjax variables back into a checkpoint. mmjax keeps layers unstacked
-(``layer_{i}``), so one templated rule covers every layer.
+turns mmjax variables back into a checkpoint. The tables name layers unstacked
+(``layer_{i}``), so one templated rule covers every layer; a scanned model
+(``model.scan_layers``: ``layers/block/...`` leaves ``[depth, ...]``) goes through
+``unstack_layers`` / ``stack_layers`` around them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -179,4 +182,40 @@ def to_hf(
         )
     for key, chunks in parts.items():
         out[key] = np.concatenate([chunks[i] for i in sorted(chunks)])
+    return out
+
+
+_LAYER = re.compile(r"(.*)/layer_(\d+)/(.*)")
+_STACKED = re.compile(r"(.*)/layers/block/(.*)")
+
+
+def stack_layers(flat: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``.../layer_{i}/x`` -> ``.../layers/block/x`` stacked on a new leading axis (the
+    layout of a scanned ``layers.Encoder``); other paths pass through."""
+    out: dict[str, np.ndarray] = {}
+    groups: dict[str, dict[int, np.ndarray]] = {}
+    for path, value in flat.items():
+        m = _LAYER.fullmatch(path)
+        if m is None:
+            out[path] = value
+        else:
+            groups.setdefault(f"{m[1]}/layers/block/{m[3]}", {})[int(m[2])] = value
+    for path, layers in groups.items():
+        if sorted(layers) != list(range(len(layers))):
+            raise HFLoadError(f"{path}: layers {sorted(layers)} are not 0..{len(layers) - 1}")
+        out[path] = np.stack([np.asarray(layers[i]) for i in range(len(layers))])
+    return out
+
+
+def unstack_layers(flat: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of ``stack_layers``: ``.../layers/block/x`` ``[depth, ...]`` -> ``.../layer_{i}/x``.
+    Values may be arrays or shapes (tuples: the leading dim is dropped)."""
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        m = _STACKED.fullmatch(path)
+        if m is None:
+            out[path] = value
+            continue
+        for i in range(value[0] if isinstance(value, tuple) else value.shape[0]):
+            out[f"{m[1]}/layer_{i}/{m[2]}"] = value[1:] if isinstance(value, tuple) else value[i]
     return out

@@ -9,6 +9,12 @@ Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``,
 activations get ``nn.with_logical_constraint`` at block boundaries, so the same
 module runs on one CPU or a sharded mesh; ``mmjax.sharding`` maps the logical
 names onto mesh axes.
+
+Memory options of ``Encoder``: ``remat`` recomputes each block's activations in
+the backward pass (``'full'``) or keeps only its matmul outputs
+(``'dots_saveable'``); ``scan_layers`` runs one ``nn.scan``-ed block over params
+stacked on a leading ``layers`` axis (``encoder/layers/block/...``, each leaf
+``[depth, ...]``), so compile time does not grow with depth.
 """
 
 from __future__ import annotations
@@ -249,12 +255,13 @@ class TransformerBlock(nn.Module):
     def __call__(
         self,
         x: Array,
-        *,
         causal: bool = False,
         kv_lengths: Array | None = None,
         mask: Array | None = None,
         deterministic: bool = True,
     ) -> Array:
+        # Positional arguments allowed: nn.remat marks static ones (causal,
+        # deterministic) by position.
         attn = MultiHeadAttention(
             num_heads=self.num_heads,
             qkv_bias=self.qkv_bias,
@@ -295,6 +302,8 @@ class Encoder(nn.Module):
     ln_eps: float = 1e-5
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    remat: str = "none"  # 'none' | 'full' | 'dots_saveable' (see REMAT_POLICIES)
+    scan_layers: bool = False  # one scanned block, params stacked as [depth, ...] in 'layers'
 
     @nn.compact
     def __call__(
@@ -307,17 +316,68 @@ class Encoder(nn.Module):
         deterministic: bool = True,
     ) -> Array:
         x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "seq", "embed"))
+        block_kw = dict(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=self.pre_norm,
+            act=self.act,
+            qkv_bias=self.qkv_bias,
+            dropout_rate=self.dropout_rate,
+            ln_eps=self.ln_eps,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+        )
+        block = remat_block(self.remat)
+        if self.scan_layers:
+            scanned = nn.scan(
+                ScanBlock,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=(nn.broadcast, nn.broadcast),
+                length=self.depth,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x, _ = scanned(
+                block=block,
+                block_kw=block_kw,
+                causal=causal,
+                deterministic=deterministic,
+                name="layers",
+            )(x, kv_lengths, mask)
+            return x
         for i in range(self.depth):
-            x = TransformerBlock(
-                num_heads=self.num_heads,
-                mlp_dim=self.mlp_dim,
-                pre_norm=self.pre_norm,
-                act=self.act,
-                qkv_bias=self.qkv_bias,
-                dropout_rate=self.dropout_rate,
-                ln_eps=self.ln_eps,
-                dtype=self.dtype,
-                attention_impl=self.attention_impl,
-                name=f"layer_{i}",
-            )(x, causal=causal, kv_lengths=kv_lengths, mask=mask, deterministic=deterministic)
+            x = block(**block_kw, name=f"layer_{i}")(x, causal, kv_lengths, mask, deterministic)
         return x
+
+
+REMAT_POLICIES: dict[str, Any] = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass
+    "dots_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_block(remat: str) -> Any:
+    """``TransformerBlock`` (called ``(x, causal, kv_lengths, mask, deterministic)``),
+    wrapped in ``nn.remat`` with the named policy unless ``remat == 'none'``."""
+    if remat == "none":
+        return TransformerBlock
+    if remat not in REMAT_POLICIES:
+        known = ["none", *REMAT_POLICIES]
+        raise ValueError(f"config.model.remat: unknown {remat!r}; known: {known}")
+    return nn.remat(TransformerBlock, policy=REMAT_POLICIES[remat], static_argnums=(2, 5))
+
+
+class ScanBlock(nn.Module):
+    """One step of the scan over the layer stack: ``(x, kv_lengths, mask) -> (x, None)``."""
+
+    block: Any
+    block_kw: dict
+    causal: bool = False
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, x: Array, kv_lengths: Array | None, mask: Array | None):  # noqa: D102
+        x = self.block(**self.block_kw, name="block")(
+            x, self.causal, kv_lengths, mask, self.deterministic
+        )
+        return x, None

@@ -61,6 +61,8 @@ class CLIPTextTransformer(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
+    scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
 
     @nn.compact
     def __call__(
@@ -88,6 +90,8 @@ class CLIPTextTransformer(nn.Module):
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
             attention_impl=self.attention_impl,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
             name="encoder",
         )(
             x,
@@ -131,6 +135,8 @@ class BertEncoder(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
+    scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
 
     @nn.compact
     def __call__(
@@ -163,6 +169,8 @@ class BertEncoder(nn.Module):
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
             attention_impl=self.attention_impl,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
             name="encoder",
         )(x, kv_lengths=padding_to_lengths(padding_mask), deterministic=deterministic)
         if self.pool == "none":

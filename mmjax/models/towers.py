@@ -114,8 +114,12 @@ class TwoTower(nn.Module):
         }
 
 
-def build_image_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.Module:
+def build_image_encoder(
+    cfg: Any, dtype: Any, attention_impl: str | None, **memory: Any
+) -> nn.Module:
     """ViT (or, with ``kind='resnet'``, a ResNet) from ``config.model.image``.
+
+    ``memory``: ``remat`` / ``scan_layers`` of the ViT's ``layers.Encoder``.
 
     A ResNet tower runs its BatchNorm on the running statistics it was loaded with.
     """
@@ -149,11 +153,15 @@ def build_image_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.
         dropout_rate=cfg.get("dropout_rate", 0.0),
         dtype=dtype,
         attention_impl=attention_impl,
+        **memory,
     )
 
 
-def build_text_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.Module:
-    """CLIP-style or BERT-style text encoder from ``config.model.text`` (``kind``)."""
+def build_text_encoder(
+    cfg: Any, dtype: Any, attention_impl: str | None, **memory: Any
+) -> nn.Module:
+    """CLIP-style or BERT-style text encoder from ``config.model.text`` (``kind``);
+    ``memory``: ``remat`` / ``scan_layers`` of its ``layers.Encoder``."""
     common = dict(
         vocab_size=cfg.vocab_size,
         width=cfg.width,
@@ -164,6 +172,7 @@ def build_text_encoder(cfg: Any, dtype: Any, attention_impl: str | None) -> nn.M
         dropout_rate=cfg.get("dropout_rate", 0.0),
         dtype=dtype,
         attention_impl=attention_impl,
+        **memory,
     )
     if cfg.get("ln_eps") is not None:
         common["ln_eps"] = cfg.ln_eps
@@ -196,9 +205,10 @@ def build_two_tower(cfg: Any) -> TwoTower:
     """``TwoTower`` from ``config.model`` (see ``configs/clip_synthetic.py``)."""
     dtype = dtype_from_name(cfg.dtype)
     impl = cfg.get("attention_impl") or None
+    memory = dict(remat=cfg.get("remat", "none"), scan_layers=bool(cfg.get("scan_layers", False)))
     return TwoTower(
-        image=build_image_encoder(cfg.image, dtype, impl),
-        text=build_text_encoder(cfg.text, dtype, impl),
+        image=build_image_encoder(cfg.image, dtype, impl, **memory),
+        text=build_text_encoder(cfg.text, dtype, impl, **memory),
         embed_dim=cfg.embed_dim,
         logit_scale_init=cfg.logit_scale_init,
         logit_bias_init=cfg.get("logit_bias_init"),

@@ -87,6 +87,8 @@ class VisionTransformer(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
+    scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
 
     def num_patches(self) -> int:
         if self.image_size % self.patch_size:
@@ -158,6 +160,8 @@ class VisionTransformer(nn.Module):
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
             attention_impl=self.attention_impl,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
             name="encoder",
         )(x, deterministic=deterministic)
 
