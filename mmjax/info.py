@@ -1,4 +1,5 @@
-"""``mmjax info``: JAX version, devices and parameter counts of a config's model."""
+"""``mmjax info``: JAX version, devices, parameter counts of a config's model, and how its
+mesh shards the train state (PartitionSpec per param group, bytes per device)."""
 
 from __future__ import annotations
 
@@ -35,4 +36,20 @@ def print_info(config: Any) -> None:
     for group, n in count_params(config).items():
         print(f"  {group:<16} {n:>14,}")
     print("config.optim.rules:")
-    print(make_param_plan(config.optim, param_shapes(config)).table())
+    plan = make_param_plan(config.optim, param_shapes(config))
+    print(plan.table())
+    print_sharding(config, plan)
+
+
+def print_sharding(config: Any, plan: Any) -> None:
+    """The mesh, each param's PartitionSpec (grouped) and state bytes per device."""
+    from mmjax import sharding
+    from mmjax.optim import make_optimizer
+    from mmjax.sharding_report import abstract_state, print_report
+
+    mesh = sharding.make_mesh(config.mesh)
+    rules = sharding.logical_rules(config.mesh)
+    tx, _ = make_optimizer(config.optim, int(config.train.steps), plan)
+    ema = float(config.optim.get("ema_decay", 0.0) or 0.0) > 0
+    abstract, shardings = abstract_state(build_task(config), tx, mesh, rules, plan, ema)
+    print_report(abstract, shardings, mesh)

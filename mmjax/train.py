@@ -30,6 +30,7 @@ from mmjax import config as config_lib
 from mmjax import sharding
 from mmjax.accumulate import loss_and_grads
 from mmjax.checkpoint import Checkpointer
+from mmjax.compile_report import aot_compile
 from mmjax.data.pipeline import eval_batches, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
 from mmjax.init_from import init_state_from
@@ -77,6 +78,20 @@ def init_train_state(
     ema: bool = False,
 ) -> tuple[TrainState, Any]:
     """Sharded init; returns ``(state, state_shardings)``. Without a plan all params train."""
+    init = state_init_fn(task, tx, plan, ema)
+    rng = jax.random.PRNGKey(seed)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        abstract = jax.eval_shape(init, rng)
+        shardings = sharding.logical_shardings(abstract, mesh, rules)
+        state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
+    return state, shardings
+
+
+def state_init_fn(
+    task: Any, tx: optax.GradientTransformation, plan: ParamPlan | None = None, ema: bool = False
+) -> Any:
+    """``rng -> TrainState`` with params boxed with their logical axis names (for
+    ``jax.eval_shape`` + ``sharding.logical_shardings``; ``nn.unbox`` it to use it)."""
 
     def init(rng: jax.Array) -> TrainState:
         params_rng, state_rng = jax.random.split(rng)
@@ -91,12 +106,7 @@ def init_train_state(
             ema=jax.tree.map(jnp.copy, trainable) if ema else {},
         )
 
-    rng = jax.random.PRNGKey(seed)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        abstract = jax.eval_shape(init, rng)
-        shardings = sharding.logical_shardings(abstract, mesh, rules)
-        state = jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings)(rng)
-    return state, shardings
+    return init
 
 
 def make_train_step(
@@ -242,9 +252,14 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
         )
         t_last, step_last = time.perf_counter(), start
         pending: list[tuple[int, dict]] = []
+        compiled_step, batch_size = None, config.train.batch_size
         for step in range(start + 1, steps + 1):
             batch = sharding.global_batch(next(data_iter), mesh)
-            state, metrics = step_fn(state, batch)
+            if compiled_step is None:  # ahead of time, on the real batch: prints memory/FLOPs
+                compiled_step = aot_compile(
+                    step_fn, state, batch, model_cfg=config.model, batch_size=batch_size
+                )
+            state, metrics = compiled_step(state, batch)
             pending.append((step, metrics))
             bar.update(1)
             is_last = step == steps
