@@ -16,7 +16,50 @@ import numpy as np
 
 from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
-from mmjax.data.transforms import ImageTextExample, image_processor
+from mmjax.data.transforms import BadRecord, ImageTextExample, image_processor
+
+MAX_REPLACEMENTS = 100  # tries to find a good record for one batch slot
+
+
+class BadRecordError(ValueError):
+    """A bad record under ``config.data.bad_records='fail'``; the message names it."""
+
+
+class _ReadRecord:
+    """``(position, source index) -> example`` for the shuffled, repeated order of records.
+
+    A bad record (``BadRecord``) either fails, naming it, or is replaced by the record at
+    the same position of the next epoch (another record: epochs are shuffled differently),
+    so batches stay full and every position maps to the same example whatever the
+    iteration order. ``skipped`` counts the bad records read for this slot.
+    """
+
+    def __init__(self, source: Any, order: grain.MapDataset, example: Any, bad_records: str):
+        if bad_records not in ("skip", "fail"):
+            raise ValueError(
+                f"config.data.bad_records must be 'skip' or 'fail', got {bad_records!r}"
+            )
+        self.source, self.order, self.example = source, order, example
+        self.bad_records = bad_records
+
+    def __call__(self, position: int, index: int) -> dict[str, np.ndarray]:
+        n = len(self.source)
+        for skipped in range(MAX_REPLACEMENTS):
+            i = int(index if skipped == 0 else self.order[position + skipped * n])
+            try:
+                out = self.example(self.source[i])
+            except BadRecord as e:
+                if self.bad_records == "fail":
+                    raise BadRecordError(
+                        f"bad record {i} of {self.source!r}: {e} "
+                        "(config.data.bad_records='skip' skips such records)"
+                    ) from None
+                continue
+            out["skipped"] = np.int32(skipped)
+            return out
+        raise BadRecordError(
+            f"{MAX_REPLACEMENTS} bad records in a row at position {position} of {self.source!r}"
+        )
 
 
 def build_source(data_cfg: Any, split: str) -> Any:
@@ -24,7 +67,13 @@ def build_source(data_cfg: Any, split: str) -> Any:
     if data_cfg.source == "synthetic":
         num = data_cfg.train_records if split == "train" else data_cfg.eval_records
         return SyntheticShapes(
-            split, num_records=num, image_size=data_cfg.image_size, seed=data_cfg.synthetic_seed
+            split,
+            num_records=num,
+            image_size=data_cfg.image_size,
+            seed=data_cfg.synthetic_seed,
+            corrupt_fraction=float(data_cfg.get("synthetic_corrupt_fraction", 0.0) or 0.0)
+            if split == "train"
+            else 0.0,
         )
     raise ValueError(f"config.data.source: unknown source {data_cfg.source!r}; known: 'synthetic'")
 
@@ -48,13 +97,21 @@ def train_dataset(
 ) -> grain.IterDataset:
     """Infinite, shuffled (differently each epoch), batched training data for this process.
 
+    Bad records (unreadable / missing image, empty caption) are skipped and replaced
+    under ``data_cfg.bad_records='skip'`` (each batch's int32 ``skipped`` ``[batch]``
+    counts them), or raise ``BadRecordError`` naming the record under ``'fail'``.
+
     ``start_step`` starts at the global batch of that step: the position of a
     random-access pipeline is a function of the step alone, so a run restored on
     another number of processes (whose saved iterator states do not apply) still
     continues with the right data.
     """
-    ds = grain.MapDataset.source(build_source(data_cfg, "train"))
-    ds = ds.shuffle(seed=seed).repeat(None).map(ImageTextExample(tokenizer, _image_fn(data_cfg)))
+    source = build_source(data_cfg, "train")
+    # Shuffled source indices; the same permutation as shuffling the source itself.
+    order = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
+    example = ImageTextExample(tokenizer, _image_fn(data_cfg))
+    bad_records = data_cfg.get("bad_records", "skip")
+    ds = order.map_with_index(_ReadRecord(source, order, example, bad_records))
     # Chunks of one process's share; process p takes chunk t * P + p at step t, so the
     # global batch at step t is records [t * B, (t + 1) * B) in order whatever the
     # number of processes P (a run can resume on another topology and see the same

@@ -86,12 +86,20 @@ class SyntheticShapes:
     """Random-access source of ``{'image': uint8 [size, size, 3], 'caption': str, 'label': int}``.
 
     ``label`` indexes ``COMBINATIONS`` (useful for classification and for
-    checking retrieval). Works as a grain ``RandomAccessDataSource``.
+    checking retrieval). Works as a grain ``RandomAccessDataSource``. With
+    ``corrupt_fraction > 0`` that fraction of records (chosen by index) is bad on purpose.
     """
 
     def __init__(
-        self, split: str = "train", num_records: int = 100_000, image_size: int = 64, seed: int = 0
+        self,
+        split: str = "train",
+        num_records: int = 100_000,
+        image_size: int = 64,
+        seed: int = 0,
+        corrupt_fraction: float = 0.0,
     ):
+        if not 0.0 <= corrupt_fraction <= 1.0:
+            raise ValueError(f"corrupt_fraction must be in [0, 1], got {corrupt_fraction}")
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
         if split == "eval" and num_records > len(COMBINATIONS):
@@ -105,6 +113,7 @@ class SyntheticShapes:
         self.num_records = num_records
         self.image_size = image_size
         self.seed = seed
+        self.corrupt_fraction = corrupt_fraction
         self._eval_order = np.random.default_rng([seed, 7919]).permutation(len(COMBINATIONS))
         grid = np.arange(image_size, dtype=np.float32) + 0.5
         self._yy, self._xx = np.meshgrid(grid, grid, indexing="ij")
@@ -115,13 +124,16 @@ class SyntheticShapes:
     def __repr__(self) -> str:
         return (
             f"SyntheticShapes(split={self.split!r}, num_records={self.num_records}, "
-            f"image_size={self.image_size}, seed={self.seed})"
+            f"image_size={self.image_size}, seed={self.seed}"
+            + (f", corrupt_fraction={self.corrupt_fraction})" if self.corrupt_fraction else ")")
         )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
         if not 0 <= index < self.num_records:
             raise IndexError(f"record {index} is out of range for {self!r}")
+        if self.corrupt_fraction and self.is_corrupt(index):
+            return self._corrupt(index)
         rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
         if self.split == "eval":
             label = int(self._eval_order[index])
@@ -150,3 +162,33 @@ class SyntheticShapes:
             "caption": caption,
             "label": label,
         }
+
+    def is_corrupt(self, index: int) -> bool:
+        """Whether record ``index`` is one of the ``corrupt_fraction`` bad ones (fault injection
+        for tests of ``config.data.bad_records``; a stream apart from the records' own)."""
+        if not self.corrupt_fraction:
+            return False
+        u = np.random.default_rng([self.seed, SPLITS[self.split], int(index), 104729]).random()
+        return bool(u < self.corrupt_fraction)
+
+    def _corrupt(self, index: int) -> dict[str, Any]:
+        """A deterministic bad record, by ``index % 4``: a truncated PNG, bytes that are no
+        image, a missing image, or an empty caption (with a good image)."""
+        kind = index % 4
+        record: dict[str, Any] = {"caption": "a small red circle in the center", "label": -1}
+        if kind == 0:
+            import io
+
+            import PIL.Image
+
+            buf = io.BytesIO()
+            PIL.Image.new("RGB", (self.image_size, self.image_size), (9, 9, 9)).save(buf, "PNG")
+            record["image"] = buf.getvalue()[: len(buf.getvalue()) // 2]
+        elif kind == 1:
+            record["image"] = b"not an image " + str(index).encode()
+        elif kind == 2:
+            record["image"] = None
+        else:
+            record["image"] = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+            record["caption"] = ""
+        return record

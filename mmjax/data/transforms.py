@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,55 @@ NORMALIZATIONS = {
 }
 
 
+class BadRecord(ValueError):
+    """A record that cannot be used: unreadable / missing image or empty caption."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, ...) -> uint8 ``[H, W, 3]``; ``BadRecord`` if unreadable."""
+    import PIL.Image
+
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top byte
+                return to_rgb_uint8(np.asarray(img))
+            return np.asarray(img.convert("RGB"), np.uint8)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for corrupt data
+        raise BadRecord(f"unreadable image ({type(e).__name__}: {e})") from None
+
+
+def to_rgb_uint8(image: Any) -> np.ndarray:
+    """An image as encoded bytes or an array (``[H, W]`` grey, ``[H, W, 1|3|4]``, uint8 or
+    16-bit) -> uint8 ``[H, W, 3]``. Alpha is dropped; 16-bit values keep their top byte.
+    Raises ``BadRecord`` for a missing or unreadable image."""
+    if image is None:
+        raise BadRecord("missing image")
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(image))
+    image = np.asarray(image)
+    if image.dtype == np.uint16 or image.dtype == np.int32 and image.max(initial=0) > 255:
+        image = (image.astype(np.uint32) >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = image.astype(np.uint8)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3 or image.shape[-1] not in (1, 3, 4) or 0 in image.shape:
+        raise BadRecord(f"image of shape {image.shape} is not [H, W] or [H, W, 1|3|4]")
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1)
+    return image[..., :3] if image.shape[-1] == 4 else image
+
+
 class ImageTextExample:
     """Record ``{'image', 'caption', ...}`` -> model inputs.
 
     Output: ``image`` uint8 ``[H, W, 3]`` (normalized on device, which keeps
     host->device traffic at one byte per pixel), ``tokens`` int32 ``[length]``,
     ``padding_mask`` bool ``[length]``, ``label`` int32. ``image_fn`` (uint8 -> uint8)
-    resizes / crops on the host, e.g. ``HFImageProcessor.resize_crop``.
+    resizes / crops on the host, e.g. ``HFImageProcessor.resize_crop``. The record's
+    ``image`` may be an array or encoded bytes (``to_rgb_uint8``); a record with no usable
+    image or an empty caption raises ``BadRecord``.
     """
 
     def __init__(
@@ -39,8 +82,11 @@ class ImageTextExample:
         self.image_fn = image_fn
 
     def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
-        ids, mask = self.tokenizer([record["caption"]])
-        image = np.asarray(record["image"], np.uint8)
+        caption = record.get("caption")
+        if not isinstance(caption, str) or not caption.strip():
+            raise BadRecord(f"empty caption {caption!r}")
+        image = to_rgb_uint8(record.get("image"))
+        ids, mask = self.tokenizer([caption])  # over-long captions are truncated
         return {
             "image": image if self.image_fn is None else self.image_fn(image),
             "tokens": ids[0],
