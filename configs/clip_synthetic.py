@@ -66,6 +66,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.normalization = "clip"
     c.data.num_threads = 2
     c.data.prefetch = 4
+    c.data.bad_records = "skip"  # unreadable image / empty caption: 'skip' (counted) | 'fail'
+    c.data.max_bad_fraction = 0.1  # stop when more of the records read so far were bad
+    c.data.synthetic_corrupt_fraction = 0.0  # fault injection: this fraction of records is bad
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"
@@ -101,6 +104,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.eval_every = 500
     c.train.checkpoint_every = 100
     c.train.max_checkpoints = 2
+    c.train.keep_period = 0  # also keep every k-th step's checkpoint forever (0 = off)
+    c.train.best_metric = ""  # e.g. 'eval/i2t_r1': keep the best params in WORKDIR/best/
+    c.train.best_mode = "max"  # 'max' | 'min'
+    c.train.keep_best = 1  # how many best checkpoints to keep
+    c.train.nonfinite = "stop"  # non-finite loss/grads: 'stop' (at that step) | 'skip_step'
+    c.train.preemption_sync_every = 10  # multi-process: steps between stop-flag exchanges
+    c.train.debug_nan_step = 0  # fault injection: make step k's loss and grads NaN (0 = off)
 
     variants = set((arg or "").split(",")) - {""}
     unknown = variants - {"siglip", "tiny"}

@@ -29,14 +29,16 @@ from jax.experimental import multihost_utils
 from mmjax import config as config_lib
 from mmjax import sharding
 from mmjax.accumulate import loss_and_grads
-from mmjax.checkpoint import Checkpointer
+from mmjax.checkpoint import BestCheckpointer, Checkpointer
 from mmjax.compile_report import aot_compile
 from mmjax.data.pipeline import eval_batches, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
+from mmjax.faults import FaultMonitor
 from mmjax.init_from import init_state_from
 from mmjax.metric_writer import MetricWriter
 from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
+from mmjax.preemption import StopRequest
 from mmjax.tasks import build_task
 
 
@@ -115,20 +117,41 @@ def make_train_step(
     schedule: Any,
     accum_steps: int = 1,
     ema_decay: float = 0.0,
+    debug_nan_step: int = 0,
 ) -> Any:
     """``(state, batch) -> (state, metrics)``: gradients of the trainable params only (over
-    ``accum_steps`` micro-batches), the optimizer update, then the EMA if ``ema_decay``."""
+    ``accum_steps`` micro-batches), the optimizer update, then the EMA if ``ema_decay``.
+
+    A step whose loss or gradients are not finite keeps the old params, optimizer state
+    and EMA (the step counter and RNG still advance) and reports ``nonfinite = 1``.
+    ``debug_nan_step = k`` makes step ``k``'s loss and gradients NaN (fault injection).
+    """
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
         rng, step_rng = jax.random.split(state.rng)
         loss, metrics, grads = loss_and_grads(
             task, state.params, state.frozen, batch, step_rng, accum_steps
         )
+        if debug_nan_step:
+            poison = jnp.where(state.step + 1 == debug_nan_step, jnp.nan, 1.0)
+            loss, grads = loss * poison, jax.tree.map(lambda g: g * poison, grads)
+        grad_norm = optax.tree.norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = ema_update(state.ema, params, ema_decay) if ema_decay else state.ema
+        # A non-finite step leaves the state as it was (selects, so no NaN leaks through).
+        params, opt_state, ema = jax.tree.map(
+            lambda new, old: jnp.where(finite, new, old),
+            (params, opt_state, ema),
+            (state.params, state.opt_state, state.ema),
+        )
         metrics = dict(
-            metrics, loss=loss, lr=schedule(state.step), grad_norm=optax.tree.norm(grads)
+            metrics,
+            loss=loss,
+            lr=schedule(state.step),
+            grad_norm=grad_norm,
+            nonfinite=(~finite).astype(jnp.int32),
         )
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, rng=rng, ema=ema
@@ -199,7 +222,23 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
     data_iter = iter(
         train_dataset(config.data, tokenizer, config.train.batch_size, config.train.seed)
     )
-    ckpt = Checkpointer(workdir / "checkpoints", max_to_keep=config.train.max_checkpoints)
+    ckpt = Checkpointer(
+        workdir / "checkpoints",
+        max_to_keep=config.train.max_checkpoints,
+        keep_period=int(config.train.get("keep_period", 0) or 0),
+    )
+    best_metric = config.train.get("best_metric", "")
+    best = None
+    if best_metric:
+        best = BestCheckpointer(
+            workdir / "best",
+            best_metric,
+            config.train.get("best_mode", "max"),
+            int(config.train.get("keep_best", 1)),
+        )
+    faults = FaultMonitor(
+        config.train.get("nonfinite", "stop"), config.data.get("max_bad_fraction", 1.0)
+    )
     start = ckpt.latest_step()
     if start is not None:
         abstract = jax.tree.map(
@@ -226,9 +265,17 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
         print("warning: frozen params are randomly initialized (config.init_from is empty)")
     start = int(state.step)
 
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    stop = StopRequest(config.train.get("preemption_sync_every", 10))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules), stop:
         step_fn = jax.jit(
-            make_train_step(task, tx, schedule, accum_steps, ema_decay),
+            make_train_step(
+                task,
+                tx,
+                schedule,
+                accum_steps,
+                ema_decay,
+                int(config.train.get("debug_nan_step", 0) or 0),
+            ),
             in_shardings=(state_shardings, data_sharding),
             out_shardings=(state_shardings, sharding.replicated(mesh)),
             donate_argnums=0,
@@ -254,16 +301,24 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
         pending: list[tuple[int, dict]] = []
         compiled_step, batch_size = None, config.train.batch_size
         for step in range(start + 1, steps + 1):
-            batch = sharding.global_batch(next(data_iter), mesh)
+            local = next(data_iter)
+            skipped = local.pop("skipped", None)
+            batch = sharding.global_batch(local, mesh)
             if compiled_step is None:  # ahead of time, on the real batch: prints memory/FLOPs
                 compiled_step = aot_compile(
                     step_fn, state, batch, model_cfg=config.model, batch_size=batch_size
                 )
             state, metrics = compiled_step(state, batch)
             pending.append((step, metrics))
+            faults.add(step, metrics, skipped)
             bar.update(1)
-            is_last = step == steps
+            preempted = stop.should_stop(step)
+            is_last = step == steps or preempted
+            every = config.train.checkpoint_every
+            if (every and step % every == 0) or is_last:
+                faults.check(ckpt)  # before saving: never save a bad state
             if step % max(config.train.log_every, 1) == 0 or is_last:
+                faults.check(ckpt)
                 # Fetching only here keeps the host ahead of the device between logs.
                 host = jax.device_get(pending[-1][1])
                 now = time.perf_counter()
@@ -271,12 +326,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
                 row["steps_per_sec"] = (step - step_last) / (now - t_last)
                 row["samples_per_sec"] = row["steps_per_sec"] * config.train.batch_size
                 t_last, step_last, pending = now, step, []
-                if not np.isfinite(row["loss"]):
-                    raise FloatingPointError(f"loss is {row['loss']} at step {step}")
+                row.update(faults.row())
                 last.update(row)
                 writer.write(step, row)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_sec']:.0f}")
-            if (config.train.eval_every and step % config.train.eval_every == 0) or is_last:
+            eval_now = config.train.eval_every and step % config.train.eval_every == 0
+            if eval_now or (is_last and not preempted):
                 t0 = time.perf_counter()
                 eval_row = {
                     f"eval/{k}": v
@@ -290,11 +345,19 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
                     bar.write(
                         f"step {step}: " + ", ".join(f"{k}={v:.3f}" for k, v in eval_row.items())
                     )
+                if best is not None:
+                    best.save(step, state.full_params(use_ema=ema_decay > 0), eval_row)
                 t_last += time.perf_counter() - t0  # eval time is not training throughput
-            every = config.train.checkpoint_every
             if (every and step % every == 0) or is_last:
                 ckpt.save(step, state, data_iter, config_json, force=is_last)
+            if preempted:
+                ckpt.wait()
+                if jax.process_index() == 0:
+                    bar.write(f"stopped at step {step} ({stop.signal_name}); checkpoint saved")
+                break
         bar.close()
         ckpt.close()
+        if best is not None:
+            best.close()
         writer.close()
     return last
