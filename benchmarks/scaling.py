@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from train_step import time_step  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from mmjax import config as config_lib  # noqa: E402
 from mmjax import sharding  # noqa: E402
@@ -124,14 +125,7 @@ def mesh_row(name: str, shape: dict, depth: int, steps: int) -> dict:
         t0 = time.perf_counter()
         step = step.lower(state, batch).compile()
         compile_s = time.perf_counter() - t0
-        state, metrics = step(state, batch)  # warm-up
-        jax.block_until_ready(metrics)
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            state, metrics = step(state, batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - t0)
+        times, state = time_step(step, state, batch, steps, warmup=1)
     return dict(
         kind="mesh",
         depth=depth,

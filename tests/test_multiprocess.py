@@ -20,6 +20,7 @@ import numpy as np
 
 from mmjax.checkpoint import read_state
 from tests.conftest import CONFIG, REPO
+from tests.test_train import _flatten
 
 STEPS = 30
 
@@ -63,18 +64,7 @@ def _train_rows(workdir: Path) -> list[dict]:
 
 
 def _params(step_dir: Path) -> dict[str, np.ndarray]:
-    tree = read_state(step_dir)["params"]
-    flat = {}
-
-    def walk(node, prefix):
-        for k, v in node.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}/")
-            else:
-                flat[prefix + k] = np.asarray(v)
-
-    walk(tree, "")
-    return flat
+    return dict(_flatten(read_state(step_dir)["params"]))
 
 
 def test_two_processes_then_resume_on_one(tmp_path):

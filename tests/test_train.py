@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from mmjax import config as config_lib
+from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.train import train
 from tests.conftest import CONFIG, REPO
 
@@ -45,9 +45,7 @@ def test_short_run_loss_falls_and_writes_metrics(tiny_config, tmp_path):
 
 
 def _final_params(workdir: Path) -> dict:
-    ckpt = workdir / "checkpoints"
-    last = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
-    return ocp.PyTreeCheckpointer().restore(ckpt / str(last) / "state")["params"]
+    return read_state(latest_step_dir(workdir))["params"]
 
 
 def _train_cmd(workdir: Path, steps: int) -> list[str]:
