@@ -31,7 +31,7 @@ from mmjax import sharding
 from mmjax.accumulate import loss_and_grads
 from mmjax.checkpoint import BestCheckpointer, Checkpointer
 from mmjax.compile_report import aot_compile
-from mmjax.data.pipeline import eval_batches, train_dataset
+from mmjax.data.pipeline import default_example, eval_batches, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
 from mmjax.faults import FaultMonitor
 from mmjax.init_from import init_state_from
@@ -219,8 +219,16 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
     )
     data_sharding = sharding.batch_sharding(mesh)
 
+    make_example = getattr(task, "make_example", None) or default_example
+    train_example = make_example(tokenizer, config.data, train=True)
     data_iter = iter(
-        train_dataset(config.data, tokenizer, config.train.batch_size, config.train.seed)
+        train_dataset(
+            config.data,
+            tokenizer,
+            config.train.batch_size,
+            config.train.seed,
+            example=train_example,
+        )
     )
     ckpt = Checkpointer(
         workdir / "checkpoints",
@@ -252,7 +260,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             state = ckpt.restore_state(start, abstract)
             data_iter = iter(
                 train_dataset(
-                    config.data, tokenizer, config.train.batch_size, config.train.seed, start
+                    config.data,
+                    tokenizer,
+                    config.train.batch_size,
+                    config.train.seed,
+                    start,
+                    example=train_example,
                 )
             )
         if jax.process_index() == 0:
@@ -285,7 +298,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             in_shardings=(state_shardings.full_params(use_ema=ema_decay > 0), data_sharding),
             out_shardings=sharding.replicated(mesh),
         )
-        eval_data = eval_batches(config.data, tokenizer, config.train.eval_batch_size)
+        eval_data = eval_batches(
+            config.data,
+            tokenizer,
+            config.train.eval_batch_size,
+            example=make_example(tokenizer, config.data, train=False),
+        )
         writer = MetricWriter(workdir)
         last: dict[str, float] = {}
         bar = tqdm.tqdm(

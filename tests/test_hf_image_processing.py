@@ -40,6 +40,8 @@ def test_matches_transformers_image_processor(tmp_path, cls, kwargs):
 
 def test_data_transform_applies_the_processor(tmp_path):
     proc = HFImageProcessor(shortest_edge=8, crop=(8, 8))
-    example = ImageTextExample(TextTokenizer.synthetic(12), proc.resize_crop)
+    example = ImageTextExample(
+        TextTokenizer.synthetic(12), lambda image, rng: proc.resize_crop(image)
+    )
     out = example({"image": np.zeros((32, 40, 3), np.uint8), "caption": "a red circle"})
     assert out["image"].shape == (8, 8, 3) and out["image"].dtype == np.uint8

@@ -16,7 +16,13 @@ import numpy as np
 
 from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
-from mmjax.data.transforms import BadRecord, ImageTextExample, image_processor
+from mmjax.data.transforms import (
+    BadRecord,
+    ExampleFn,
+    ImageFn,
+    ImageTextExample,
+    image_processor,
+)
 
 MAX_REPLACEMENTS = 100  # tries to find a good record for one batch slot
 
@@ -34,20 +40,27 @@ class _ReadRecord:
     iteration order. ``skipped`` counts the bad records read for this slot.
     """
 
-    def __init__(self, source: Any, order: grain.MapDataset, example: Any, bad_records: str):
+    def __init__(
+        self, source: Any, order: grain.MapDataset, example: Any, bad_records: str, seed: int
+    ):
         if bad_records not in ("skip", "fail"):
             raise ValueError(
                 f"config.data.bad_records must be 'skip' or 'fail', got {bad_records!r}"
             )
         self.source, self.order, self.example = source, order, example
         self.bad_records = bad_records
+        self.seed = seed
+
+    def _rng(self, position: int, attempt: int) -> np.random.Generator:
+        """The record's own random stream (augmentation), a function of its position."""
+        return np.random.default_rng([self.seed, 1, int(position), attempt])
 
     def __call__(self, position: int, index: int) -> dict[str, np.ndarray]:
         n = len(self.source)
         for skipped in range(MAX_REPLACEMENTS):
             i = int(index if skipped == 0 else self.order[position + skipped * n])
             try:
-                out = self.example(self.source[i])
+                out = self.example(self.source[i], self._rng(position, skipped))
             except BadRecord as e:
                 if self.bad_records == "fail":
                     raise BadRecordError(
@@ -78,10 +91,16 @@ def build_source(data_cfg: Any, split: str) -> Any:
     raise ValueError(f"config.data.source: unknown source {data_cfg.source!r}; known: 'synthetic'")
 
 
-def _image_fn(data_cfg: Any):
+def _image_fn(data_cfg: Any) -> ImageFn | None:
     """Host-side resize / crop of ``config.data.image_processor`` (an HF model dir), if set."""
     proc = image_processor(data_cfg.get("image_processor"))
-    return None if proc is None else proc.resize_crop
+    return None if proc is None else (lambda image, rng: proc.resize_crop(image))
+
+
+def default_example(tokenizer: TextTokenizer, data_cfg: Any, train: bool) -> ExampleFn:
+    """The image-text example (``ImageTextExample``) for ``data_cfg``; tasks that need other
+    inputs provide ``task.make_example(tokenizer, data_cfg, train)`` instead."""
+    return ImageTextExample(tokenizer, _image_fn(data_cfg))
 
 
 def local_batch_size(global_batch: int) -> int:
@@ -93,7 +112,12 @@ def local_batch_size(global_batch: int) -> int:
 
 
 def train_dataset(
-    data_cfg: Any, tokenizer: TextTokenizer, global_batch: int, seed: int, start_step: int = 0
+    data_cfg: Any,
+    tokenizer: TextTokenizer,
+    global_batch: int,
+    seed: int,
+    start_step: int = 0,
+    example: ExampleFn | None = None,
 ) -> grain.IterDataset:
     """Infinite, shuffled (differently each epoch), batched training data for this process.
 
@@ -104,14 +128,15 @@ def train_dataset(
     ``start_step`` starts at the global batch of that step: the position of a
     random-access pipeline is a function of the step alone, so a run restored on
     another number of processes (whose saved iterator states do not apply) still
-    continues with the right data.
+    continues with the right data. ``example`` (default ``default_example``) turns a
+    record and its position-seeded generator into model inputs.
     """
     source = build_source(data_cfg, "train")
     # Shuffled source indices; the same permutation as shuffling the source itself.
     order = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None)
-    example = ImageTextExample(tokenizer, _image_fn(data_cfg))
+    example = example or default_example(tokenizer, data_cfg, train=True)
     bad_records = data_cfg.get("bad_records", "skip")
-    ds = order.map_with_index(_ReadRecord(source, order, example, bad_records))
+    ds = order.map_with_index(_ReadRecord(source, order, example, bad_records, seed))
     # Chunks of one process's share; process p takes chunk t * P + p at step t, so the
     # global batch at step t is records [t * B, (t + 1) * B) in order whatever the
     # number of processes P (a run can resume on another topology and see the same
@@ -125,7 +150,7 @@ def train_dataset(
 
 
 def eval_batches(
-    data_cfg: Any, tokenizer: TextTokenizer, global_batch: int
+    data_cfg: Any, tokenizer: TextTokenizer, global_batch: int, example: ExampleFn | None = None
 ) -> list[dict[str, np.ndarray]]:
     """The whole eval split as this process's share of each global batch, in order.
 
@@ -135,13 +160,16 @@ def eval_batches(
     source = build_source(data_cfg, "eval")
     n = len(source)
     per_process = local_batch_size(global_batch)
-    example = ImageTextExample(tokenizer, _image_fn(data_cfg))
+    example = example or default_example(tokenizer, data_cfg, train=False)
     batches = []
     for start in range(0, n, global_batch):
         lo = start + jax.process_index() * per_process
         idx = np.arange(lo, lo + per_process)
         valid = idx < n
-        records = [example(source[int(i) if v else 0]) for i, v in zip(idx, valid, strict=True)]
+        records = [
+            example(source[int(i) if v else 0], np.random.default_rng([0, 2, int(i)]))
+            for i, v in zip(idx, valid, strict=True)
+        ]
         batch = {k: np.stack([r[k] for r in records]) for k in records[0]}
         batch["valid"] = valid
         batches.append(batch)

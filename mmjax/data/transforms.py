@@ -62,33 +62,55 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     return image[..., :3] if image.shape[-1] == 4 else image
 
 
+# Host-side image transform: uint8 ``[H, W, 3]`` and a per-record generator -> uint8
+# ``[h, w, 3]``. Random ones (crops, flips) draw only from the generator, which the
+# pipeline seeds from the record's position, so a resumed run sees the same pixels.
+ImageFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+# Record -> model inputs, the contract every task's example follows:
+# ``example(record, rng) -> {name: np.ndarray}``; raises ``BadRecord`` for an unusable record.
+ExampleFn = Callable[[dict[str, Any], np.random.Generator], dict[str, np.ndarray]]
+
+
+def record_image(
+    record: dict[str, Any], image_fn: ImageFn | None, rng: np.random.Generator
+) -> np.ndarray:
+    """The record's ``image`` (array or encoded bytes) as uint8 ``[h, w, 3]`` after ``image_fn``."""
+    image = to_rgb_uint8(record.get("image"))
+    return image if image_fn is None else image_fn(image, rng)
+
+
+def record_caption(record: dict[str, Any], key: str = "caption") -> str:
+    """The record's non-empty text under ``key``; ``BadRecord`` when missing or empty."""
+    caption = record.get(key)
+    if not isinstance(caption, str) or not caption.strip():
+        raise BadRecord(f"empty {key} {caption!r}")
+    return caption
+
+
 class ImageTextExample:
-    """Record ``{'image', 'caption', ...}`` -> model inputs.
+    """Record ``{'image', 'caption', ...}`` -> model inputs (an ``ExampleFn``).
 
     Output: ``image`` uint8 ``[H, W, 3]`` (normalized on device, which keeps
     host->device traffic at one byte per pixel), ``tokens`` int32 ``[length]``,
-    ``padding_mask`` bool ``[length]``, ``label`` int32. ``image_fn`` (uint8 -> uint8)
-    resizes / crops on the host, e.g. ``HFImageProcessor.resize_crop``. The record's
-    ``image`` may be an array or encoded bytes (``to_rgb_uint8``); a record with no usable
-    image or an empty caption raises ``BadRecord``.
+    ``padding_mask`` bool ``[length]``, ``label`` int32. ``image_fn`` resizes / crops /
+    augments on the host (an ``ImageFn``). The record's ``image`` may be an array or
+    encoded bytes (``to_rgb_uint8``); a record with no usable image or an empty caption
+    raises ``BadRecord``.
     """
 
-    def __init__(
-        self,
-        tokenizer: TextTokenizer,
-        image_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-    ):
+    def __init__(self, tokenizer: TextTokenizer, image_fn: ImageFn | None = None):
         self.tokenizer = tokenizer
         self.image_fn = image_fn
 
-    def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
-        caption = record.get("caption")
-        if not isinstance(caption, str) or not caption.strip():
-            raise BadRecord(f"empty caption {caption!r}")
-        image = to_rgb_uint8(record.get("image"))
+    def __call__(
+        self, record: dict[str, Any], rng: np.random.Generator | None = None
+    ) -> dict[str, np.ndarray]:
+        caption = record_caption(record)
+        image = record_image(record, self.image_fn, rng or np.random.default_rng(0))
         ids, mask = self.tokenizer([caption])  # over-long captions are truncated
         return {
-            "image": image if self.image_fn is None else self.image_fn(image),
+            "image": image,
             "tokens": ids[0],
             "padding_mask": mask[0],
             "label": np.int32(record.get("label", -1)),
