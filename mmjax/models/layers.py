@@ -239,6 +239,9 @@ class TransformerBlock(nn.Module):
 
     ``pre_norm=True`` is the ViT/CLIP layout (``x + attn(ln(x))``);
     ``pre_norm=False`` is the BERT layout (``ln(x + attn(x))``).
+    ``cross_attention=True`` adds a sub-layer between self-attention and the MLP in which
+    ``x`` attends to ``context`` ``[batch, ctx_len, ctx_embed]`` (fusion encoders, caption
+    decoders); ``context_mask`` bool ``[batch, ctx_len]`` marks its real tokens.
     """
 
     num_heads: int
@@ -250,6 +253,7 @@ class TransformerBlock(nn.Module):
     ln_eps: float = 1e-5
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
+    cross_attention: bool = False
 
     @nn.compact
     def __call__(
@@ -259,6 +263,8 @@ class TransformerBlock(nn.Module):
         kv_lengths: Array | None = None,
         mask: Array | None = None,
         deterministic: bool = True,
+        context: Array | None = None,
+        context_mask: Array | None = None,
     ) -> Array:
         # Positional arguments allowed: nn.remat marks static ones (causal,
         # deterministic) by position.
@@ -276,13 +282,44 @@ class TransformerBlock(nn.Module):
         ln1 = layer_norm(self.ln_eps, self.dtype, name="ln1")
         ln2 = layer_norm(self.ln_eps, self.dtype, name="ln2")
         kw = dict(causal=causal, kv_lengths=kv_lengths, mask=mask, deterministic=deterministic)
+        cross = self._cross_attention(context, context_mask, deterministic)
         if self.pre_norm:
             x = x + attn(ln1(x), **kw)
+            if cross is not None:
+                x = x + cross[0](cross[1](x))
             x = x + mlp(ln2(x), deterministic=deterministic)
         else:
             x = ln1(x + attn(x, **kw))
+            if cross is not None:
+                x = cross[1](x + cross[0](x))
             x = ln2(x + mlp(x, deterministic=deterministic))
         return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+
+    def _cross_attention(
+        self, context: Array | None, context_mask: Array | None, deterministic: bool
+    ) -> tuple[Any, Any] | None:
+        """``(attend, norm)`` of the cross-attention sub-layer, or ``None`` without one."""
+        if not self.cross_attention:
+            if context is not None:
+                raise ValueError("context given to a block built with cross_attention=False")
+            return None
+        if context is None:
+            raise ValueError("a cross-attention block needs a context [batch, ctx_len, embed]")
+        attn = MultiHeadAttention(
+            num_heads=self.num_heads,
+            qkv_bias=self.qkv_bias,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            implementation=self.attention_impl,
+            name="cross_attn",
+        )
+        mask = None if context_mask is None else context_mask[:, None, None, :]
+        context = context.astype(self.dtype)
+
+        def attend(h: Array) -> Array:
+            return attn(h, context, mask=mask, deterministic=deterministic)
+
+        return attend, layer_norm(self.ln_eps, self.dtype, name="ln_cross")
 
 
 class Encoder(nn.Module):
@@ -304,6 +341,7 @@ class Encoder(nn.Module):
     attention_impl: str | None = None
     remat: str = "none"  # 'none' | 'full' | 'dots_saveable' (see REMAT_POLICIES)
     scan_layers: bool = False  # one scanned block, params stacked as [depth, ...] in 'layers'
+    cross_attention: bool = False  # every block also attends to ``context``
 
     @nn.compact
     def __call__(
@@ -314,6 +352,8 @@ class Encoder(nn.Module):
         kv_lengths: Array | None = None,
         mask: Array | None = None,
         deterministic: bool = True,
+        context: Array | None = None,
+        context_mask: Array | None = None,
     ) -> Array:
         x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "seq", "embed"))
         block_kw = dict(
@@ -326,6 +366,7 @@ class Encoder(nn.Module):
             ln_eps=self.ln_eps,
             dtype=self.dtype,
             attention_impl=self.attention_impl,
+            cross_attention=self.cross_attention,
         )
         block = remat_block(self.remat)
         if self.scan_layers:
@@ -333,7 +374,7 @@ class Encoder(nn.Module):
                 ScanBlock,
                 variable_axes={"params": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast, nn.broadcast),
+                in_axes=(nn.broadcast,) * 4,
                 length=self.depth,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
@@ -343,10 +384,12 @@ class Encoder(nn.Module):
                 causal=causal,
                 deterministic=deterministic,
                 name="layers",
-            )(x, kv_lengths, mask)
+            )(x, kv_lengths, mask, context, context_mask)
             return x
         for i in range(self.depth):
-            x = block(**block_kw, name=f"layer_{i}")(x, causal, kv_lengths, mask, deterministic)
+            x = block(**block_kw, name=f"layer_{i}")(
+                x, causal, kv_lengths, mask, deterministic, context, context_mask
+            )
         return x
 
 
@@ -357,7 +400,8 @@ REMAT_POLICIES: dict[str, Any] = {
 
 
 def remat_block(remat: str) -> Any:
-    """``TransformerBlock`` (called ``(x, causal, kv_lengths, mask, deterministic)``),
+    """``TransformerBlock`` (called ``(x, causal, kv_lengths, mask, deterministic, context,
+    context_mask)``),
     wrapped in ``nn.remat`` with the named policy unless ``remat == 'none'``."""
     if remat == "none":
         return TransformerBlock
@@ -368,7 +412,8 @@ def remat_block(remat: str) -> Any:
 
 
 class ScanBlock(nn.Module):
-    """One step of the scan over the layer stack: ``(x, kv_lengths, mask) -> (x, None)``."""
+    """One step of the scan over the layer stack:
+    ``(x, kv_lengths, mask, context, context_mask) -> (x, None)``."""
 
     block: Any
     block_kw: dict
@@ -376,8 +421,15 @@ class ScanBlock(nn.Module):
     deterministic: bool = True
 
     @nn.compact
-    def __call__(self, x: Array, kv_lengths: Array | None, mask: Array | None):  # noqa: D102
+    def __call__(  # noqa: D102
+        self,
+        x: Array,
+        kv_lengths: Array | None,
+        mask: Array | None,
+        context: Array | None = None,
+        context_mask: Array | None = None,
+    ):
         x = self.block(**self.block_kw, name="block")(
-            x, self.causal, kv_lengths, mask, self.deterministic
+            x, self.causal, kv_lengths, mask, self.deterministic, context, context_mask
         )
         return x, None
