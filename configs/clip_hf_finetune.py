@@ -9,7 +9,7 @@
 and ``preprocessor_config.json`` tokenize the captions and resize / crop / normalize
 the images exactly as transformers would; without them (tiny random test
 checkpoints) the shipped synthetic tokenizer is used (its end-of-text id 3 becomes
-the pooling token, so ``vocab_size`` must be >= 32 and ``context_length`` >= 12) and
+the pooling token, so ``vocab_size`` must be >= 39 and ``context_length`` >= 12) and
 images are drawn at the model's size with CLIP normalization.
 """
 
@@ -20,7 +20,7 @@ import ml_collections
 from mmjax.config import load_config
 
 BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
-SYNTHETIC_EOS, SYNTHETIC_VOCAB, SYNTHETIC_CONTEXT = 3, 32, 12
+SYNTHETIC_EOS, SYNTHETIC_VOCAB, SYNTHETIC_CONTEXT = 3, 39, 12
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

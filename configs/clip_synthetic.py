@@ -15,7 +15,7 @@ import ml_collections
 from mmjax.sharding import DEFAULT_RULES
 
 CONTEXT = 12  # the longest synthetic caption is 10 words + BOS/EOS
-VOCAB = 32  # the shipped synthetic tokenizer has 31 tokens
+VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -51,6 +51,15 @@ TEMPLATES = (
 )
 SPLITS = {"train": 0, "eval": 1}
 
+# Questions about one record, by the attribute they ask for (VQA over the synthetic set).
+# Each names enough of the other attributes to be unambiguous and leaves the answer out.
+QUESTIONS = {
+    "colour": "what colour is the {shape} ?",
+    "shape": "what shape is {where} ?",
+    "size": "how big is the {colour} {shape} ?",
+    "where": "where is the {colour} {shape} ?",
+}
+
 COMBINATIONS: tuple[tuple[str, str, str, str], ...] = tuple(
     itertools.product(SHAPES, COLOURS, SIZES, POSITIONS)
 )
@@ -65,6 +74,15 @@ def caption_words() -> list[str]:
     for part in (*SHAPES, *COLOURS, *SIZES, *POSITIONS):
         words.update(part.split())
     return sorted(words)
+
+
+def question_words() -> list[str]:
+    """Words of ``QUESTIONS`` that captions never use (appended to the tokenizer's vocabulary)."""
+    words: set[str] = set()
+    for template in QUESTIONS.values():
+        words.update(template.replace("{", " ").replace("}", " ").split())
+    words -= {"size", "colour", "shape", "where"} | set(caption_words())
+    return sorted(words | {"colour", "shape", "where"})
 
 
 def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:

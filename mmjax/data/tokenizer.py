@@ -15,16 +15,18 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-PAD, UNK, BOS, EOS = "[PAD]", "[UNK]", "[BOS]", "[EOS]"
+PAD, UNK, BOS, EOS, MASK = "[PAD]", "[UNK]", "[BOS]", "[EOS]", "[MASK]"
 SYNTHETIC_TOKENIZER = "synthetic_tokenizer.json"
 
 
 def build_synthetic_tokenizer() -> Tokenizer:
-    """Word-level tokenizer for the synthetic captions: ``[BOS] words [EOS]``, ids 0..3 special."""
-    from mmjax.data.synthetic import caption_words
+    """Word-level tokenizer for the synthetic captions and questions: ``[BOS] words [EOS]``;
+    ids 0..3 special, then the caption words, ``[MASK]`` (masked LM) and the question words
+    (appended, so caption ids never change)."""
+    from mmjax.data.synthetic import caption_words, question_words
 
     vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS, EOS])}
-    for word in caption_words():
+    for word in [*caption_words(), MASK, *question_words()]:
         vocab[word] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
