@@ -20,7 +20,8 @@ VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.task = dict(name="contrastive", loss="softmax")
+    # zeroshot: classify held-out images by shape from prompts (mmjax/tasks/zeroshot.py)
+    c.task = dict(name="contrastive", loss="softmax", zeroshot=dict(synthetic_attribute="shape"))
 
     c.model = ml_collections.ConfigDict()
     c.model.dtype = "float32"  # compute dtype; params are always fp32

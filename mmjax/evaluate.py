@@ -56,11 +56,41 @@ def retrieval_metrics(
     return metrics
 
 
-def zeroshot_accuracy(image_emb: np.ndarray, class_emb: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy of classifying ``image_emb`` ``[n, dim]`` by the nearest of
-    ``class_emb`` ``[classes, dim]`` (one embedding per class, e.g. averaged prompts);
-    ``labels`` ``[n]`` are class indices. Ties count against the image."""
-    sim = np.asarray(image_emb, np.float64) @ np.asarray(class_emb, np.float64).T
+def zeroshot_accuracy(similarity: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of zero-shot classification from image-to-class ``similarity``
+    ``[n, classes]`` (e.g. against averaged prompt embeddings); ``labels`` ``[n]`` are class
+    indices. Ties count against the image."""
+    sim = np.asarray(similarity, np.float64)
     labels = np.asarray(labels)
     right = sim[np.arange(len(labels)), labels][:, None]
     return float(np.mean(np.sum(sim >= right, axis=1) == 1))
+
+
+def normalize_answer(answer: str) -> str:
+    """A VQA answer as compared: lowercased, stripped, inner whitespace collapsed."""
+    return " ".join(str(answer).lower().split())
+
+
+def vqa_answer_scores(answers: list[str], vocab: dict[str, int]) -> np.ndarray:
+    """VQA v2 soft scores float32 ``[len(vocab)]`` from the annotators' ``answers``: an answer
+    given by ``c`` annotators scores ``min(c / 3, 1)``; answers outside ``vocab`` (normalized
+    answer -> index) cannot be predicted and are dropped."""
+    scores = np.zeros(len(vocab), np.float32)
+    for answer in answers:
+        index = vocab.get(normalize_answer(answer))
+        if index is not None:
+            scores[index] += 1.0
+    return np.minimum(scores / 3.0, 1.0)
+
+
+def vqa_accuracy(predicted: np.ndarray, answer_scores: np.ndarray) -> float:
+    """VQA accuracy: mean over questions of ``min(#annotators who gave the predicted answer
+    / 3, 1)``, i.e. of ``answer_scores[i, predicted[i]]`` (``predicted`` ``[n]`` answer
+    indices, ``answer_scores`` ``[n, answers]`` from ``vqa_answer_scores``). Questions with
+    one certain answer (one-hot scores, as for the synthetic set) make it exact-match
+    accuracy. This is the min(c/3, 1) form, not the official average over the 10
+    leave-one-annotator-out subsets (which differs slightly for 10-annotator data).
+    """
+    scores = np.asarray(answer_scores, np.float64)
+    predicted = np.asarray(predicted)
+    return float(np.mean(scores[np.arange(len(predicted)), predicted]))

@@ -49,4 +49,18 @@ def test_zeroshot_accuracy_hand_computed():
     classes = np.array([[1.0, 0.0], [0.0, 1.0]])
     images = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
     # predictions: 0, 1, 0, tie (counts against)
-    assert zeroshot_accuracy(images, classes, np.array([0, 1, 1, 0])) == 0.5
+    assert zeroshot_accuracy(images @ classes.T, np.array([0, 1, 1, 0])) == 0.5
+
+
+def test_synthetic_zeroshot_prompts_and_labels():
+    from mmjax.data.synthetic import COMBINATIONS
+    from mmjax.tasks.zeroshot import ZeroShotPrompts, synthetic_prompts
+
+    names, templates = synthetic_prompts("shape")
+    assert names == ["circle", "square", "triangle", "cross"] and len(templates) == 8 * 2 * 9
+    assert all(t.count("{}") == 1 and "circle" not in t for t in templates)
+    prompts = ZeroShotPrompts(names, templates, "synthetic", 12, "shape")
+    ids, mask = prompts.tokens
+    assert ids.shape == (4 * 144, 12) and mask[:, :3].all()
+    labels = np.arange(len(COMBINATIONS))
+    assert [names[c] for c in prompts.class_of(labels)] == [c[0] for c in COMBINATIONS]

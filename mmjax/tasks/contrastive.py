@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.data.transforms import normalize_images
-from mmjax.evaluate import retrieval_metrics
+from mmjax.evaluate import retrieval_metrics, zeroshot_accuracy
 from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
-from mmjax.models.towers import build_two_tower
+from mmjax.models.towers import build_two_tower, l2_normalize
+from mmjax.tasks.zeroshot import ZeroShotPrompts
 
 Batch = dict[str, jax.Array]
 
@@ -31,6 +32,7 @@ class ContrastiveTask:
         self.normalization = config.data.normalization
         self.image_size = config.model.image.image_size
         self.context_length = config.model.text.context_length
+        self.zeroshot = ZeroShotPrompts.from_config(config)
 
     def dummy_batch(self, batch_size: int = 1) -> Batch:
         n, s = self.image_size, self.context_length
@@ -80,15 +82,40 @@ class ContrastiveTask:
         return self.loss_from_outputs(self.forward(params, batch, rng, train))
 
     def embed(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
-        """Eval forward: ``{'image': [batch, dim], 'text': [batch, dim]}``."""
+        """Eval forward: ``{'image': [batch, dim], 'text': [batch, dim]}`` (L2-normalized),
+        the batch's ``image_id`` / ``label`` ``[batch]`` when it has them, and with zero-shot
+        prompts ``zeroshot_sim`` ``[batch, classes]``: image vs. each class's mean prompt."""
         out = self.model.apply(
             {"params": params},
             normalize_images(batch["image"], self.normalization),
             batch["tokens"],
             batch["padding_mask"],
         )
-        return {"image": out["image"], "text": out["text"]}
+        result = {"image": out["image"], "text": out["text"]}
+        result.update({k: batch[k] for k in ("image_id", "label") if k in batch})
+        if self.zeroshot is not None:
+            ids, mask = self.zeroshot.tokens
+            prompts = l2_normalize(
+                self.model.apply(
+                    {"params": params},
+                    jnp.asarray(ids),
+                    jnp.asarray(mask),
+                    method=type(self.model).encode_text,
+                )
+            )  # [classes * templates, dim]
+            classes = l2_normalize(
+                prompts.reshape(self.zeroshot.num_classes, -1, prompts.shape[-1]).mean(1)
+            )
+            result["zeroshot_sim"] = out["image"] @ classes.T
+        return result
 
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        """Recall@1/5 both ways over the whole eval split."""
-        return retrieval_metrics(outputs["image"], outputs["text"], ks=(1, 5))
+        """Recall@1/5/10 both ways over the whole eval split (images deduplicated by
+        ``image_id`` when the eval rows carry it) and zero-shot accuracy when configured."""
+        metrics = retrieval_metrics(
+            outputs["image"], outputs["text"], ks=(1, 5, 10), image_ids=outputs.get("image_id")
+        )
+        if "zeroshot_sim" in outputs:
+            labels = self.zeroshot.class_of(outputs["label"])
+            metrics["zeroshot_acc"] = zeroshot_accuracy(outputs["zeroshot_sim"], labels)
+        return metrics
