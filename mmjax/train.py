@@ -194,10 +194,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     task = build_task(config)
-    tokenizer = load_tokenizer(config.data.tokenizer, config.model.text.context_length)
-    if tokenizer.vocab_size > config.model.text.vocab_size:
+    # model.text None: an image-only model; its task's examples leave the tokenizer unused.
+    text_cfg = config.model.get("text")
+    tokenizer = load_tokenizer(config.data.tokenizer, text_cfg.context_length if text_cfg else 16)
+    if text_cfg and tokenizer.vocab_size > text_cfg.vocab_size:
         raise config_lib.ConfigError(
-            f"config.model.text.vocab_size is {config.model.text.vocab_size}, but tokenizer "
+            f"config.model.text.vocab_size is {text_cfg.vocab_size}, but tokenizer "
             f"{config.data.tokenizer!r} has {tokenizer.vocab_size} tokens"
         )
     steps = int(config.train.steps)
