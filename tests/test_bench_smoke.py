@@ -39,3 +39,24 @@ def test_vs_peers_smoke_writes_rows(tmp_path: Path) -> None:
     assert row["step_s"] > 0 and row["samples_per_s"] > 0 and row["flops_per_sample"] > 0
     assert 0 < row["mfu"] < 1
     assert "samples/s" in proc.stdout
+
+
+def test_data_loader_smoke_writes_rows(tmp_path: Path) -> None:
+    """``benchmarks/data_loader.py --smoke``: a few JPEGs, grain and torch with 0 workers,
+    the same pixels from both, and the tiny config's train step."""
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "data_loader.py"), "--smoke"]
+        + ["--dir", str(tmp_path / "jpegs"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert {(r["loader"], r["workers"]) for r in rows} == {("grain", 0), ("torch", 0)}
+    assert all(r["images_per_s"] > 0 and r["step_images_per_s"] > 0 for r in rows)
+    assert len({r["batch_sha1"] for r in rows}) == 1  # both loaders made the same pixels
+    assert len(list((tmp_path / "jpegs").glob("*.jpg"))) == 8
+    assert "same pixels from every loader (first timed batch): yes" in proc.stdout
