@@ -66,6 +66,16 @@ def zeroshot_accuracy(similarity: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.sum(sim >= right, axis=1) == 1))
 
 
+def itm_accuracy(positive_logits: np.ndarray, negative_logits: np.ndarray) -> float:
+    """Balanced image-text matching accuracy (chance 0.5): ITM logits ``[n, 2]`` (class 1 =
+    match) of ``n`` matching pairs and of ``n`` non-matching ones; a pair is called a match
+    when its class-1 logit is strictly larger, so a constant head scores 0.5."""
+    pos = np.asarray(positive_logits, np.float64)
+    neg = np.asarray(negative_logits, np.float64)
+    right = np.concatenate([pos[:, 1] > pos[:, 0], neg[:, 1] <= neg[:, 0]])
+    return float(np.mean(right))
+
+
 def normalize_answer(answer: str) -> str:
     """A VQA answer as compared: lowercased, stripped, inner whitespace collapsed."""
     return " ".join(str(answer).lower().split())

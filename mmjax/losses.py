@@ -66,4 +66,22 @@ def sigmoid_contrastive_loss(
     return loss, metrics
 
 
+def weighted_cross_entropy(
+    logits: jax.Array, labels: jax.Array, weights: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Softmax cross-entropy averaged over the positions ``weights`` selects, and the
+    top-1 accuracy there: ``(sum w * ce / sum w, sum w * [argmax == label] / sum w)``.
+
+    ``logits`` ``[..., classes]``, integer ``labels`` and float ``weights`` ``[...]``
+    (e.g. ``[batch, seq]`` masked-LM targets weighted 1 at masked tokens, or ``[pairs]``
+    ITM labels weighted 1 on valid pairs). Both are 0 when every weight is 0. fp32.
+    """
+    logits = logits.astype(jnp.float32)
+    weights = weights.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    total = jnp.maximum(jnp.sum(weights), 1e-9)
+    return jnp.sum(weights * ce) / total, jnp.sum(weights * correct) / total
+
+
 LOSSES = ("softmax", "sigmoid")

@@ -165,6 +165,17 @@ class FusedModel(nn.Module):
         encoded = self.encode(inputs, deterministic=deterministic)
         return self.fuse(encoded, deterministic=deterministic)
 
+    def text_embedding(self) -> Array:
+        """The text encoder's word-embedding table ``[vocab, text width]`` (for a tied MLM
+        head such as ``heads.MLMHead``); call inside ``apply`` after ``encode``."""
+        if self.text is None:
+            raise ValueError("text_embedding: the model has no text modality (config.model.text)")
+        params = self.text.variables["params"]
+        for key in ("word_embed", "token_embed"):  # BertEncoder, CLIPTextTransformer
+            if key in params:
+                return params[key]["embedding"]
+        raise ValueError(f"text_embedding: no word embedding among {sorted(params)}")
+
     def _context(self, mods: list[Mapping[str, Array]]) -> tuple[Array, Array]:
         """Context modalities' tokens / masks concatenated: ``[batch, sc, d]``, ``[batch, sc]``."""
         dims = {e["tokens"].shape[-1] for e in mods}
@@ -172,7 +183,9 @@ class FusedModel(nn.Module):
         for name, e in zip(self.modalities[1:], mods, strict=True):
             t = e["tokens"]
             if len(dims) > 1 and t.shape[-1] != self.width:
-                t = zero_padding(self.context_proj[name](t), e["mask"])
+                # zeroed before and after: padding stays out of values and gradients
+                t = self.context_proj[name](zero_padding(t, e["mask"]))
+                t = zero_padding(t, e["mask"])
             tokens.append(t.astype(self.dtype))
         return jnp.concatenate(tokens, axis=1), jnp.concatenate([e["mask"] for e in mods], axis=1)
 

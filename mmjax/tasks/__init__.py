@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from mmjax.tasks.contrastive import ContrastiveTask
+from mmjax.tasks.itm_mlm import ITMMLMTask
 
-TASKS = {"contrastive": ContrastiveTask}
+TASKS = {"contrastive": ContrastiveTask, "itm_mlm": ITMMLMTask}
 
 
 def build_task(config: Any) -> Any:
