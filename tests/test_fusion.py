@@ -497,3 +497,24 @@ def test_feature_sequence_encoder_masked_mean_and_errors():
         module.apply(params, np.zeros((B, 7, AUDIO_DIM)), np.ones((B, 7), bool))
     with pytest.raises(ValueError, match="must be bool"):
         module.apply(params, x, AUDIO_MASK.astype(np.int32))
+
+
+def test_training_options_trace_with_dropout_remat_scan_and_bfloat16():
+    """Training-mode options trace (``eval_shape``: no compile) for the kinds with their own
+    transformer or attention (the vector kinds add no dropout or layers): dropout rngs,
+    per-block remat, scanned layers, bf16 compute with fp32 params."""
+    inputs = make_inputs()
+    for kind in (*TOKEN_KINDS, "graph"):
+        cfg = model_config(kind, dropout_rate=0.1)
+        cfg.update(dict(remat="full", scan_layers=True, dtype="bfloat16"))
+        cfg.features.audio.dropout_rate = 0.1
+        model = build_fused_model(cfg)
+        boxed = jax.eval_shape(model.init, jax.random.key(0), inputs)
+
+        def loss(p, model=model):
+            out = model.apply(p, inputs, deterministic=False, rngs={"dropout": jax.random.key(1)})
+            return jnp.sum(out["pooled"].astype(jnp.float32)), out["pooled"]
+
+        grads, pooled = jax.eval_shape(jax.grad(loss, has_aux=True), boxed)
+        assert pooled.dtype == jnp.bfloat16 and pooled.shape == (B, WIDTH), kind
+        assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype(jnp.float32)}, kind

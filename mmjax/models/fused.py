@@ -259,7 +259,7 @@ def build_fused_model(cfg: Any) -> FusedModel:
         dropout_rate=fcfg.get("dropout_rate", 0.0),
         dtype=dtype,
         attention_impl=impl,
-        remat=remat,
+        **memory,
     )
     if kind == "early":
         fusion: nn.Module = EarlyFusion(num_modalities=n, **transformer)

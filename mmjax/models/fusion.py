@@ -101,9 +101,16 @@ def transformer_kw(m: nn.Module) -> dict:
 
 def encoder_of(m: nn.Module, **kw: Any) -> Encoder:
     """A pre-LN ``layers.Encoder`` named ``encoder`` inside the compact module ``m`` (call
-    it from ``m.__call__``), configured by ``m``'s ``depth`` / ``remat`` and
-    ``transformer_kw(m)``."""
-    return Encoder(depth=m.depth, remat=m.remat, name="encoder", **transformer_kw(m), **kw)
+    it from ``m.__call__``), configured by ``m``'s ``depth`` / ``remat`` / ``scan_layers``
+    and ``transformer_kw(m)``."""
+    return Encoder(
+        depth=m.depth,
+        remat=m.remat,
+        scan_layers=m.scan_layers,
+        name="encoder",
+        **transformer_kw(m),
+        **kw,
+    )
 
 
 class FeatureSequenceEncoder(nn.Module):
@@ -144,9 +151,7 @@ class FeatureSequenceEncoder(nn.Module):
         x = x + pos[None, :seq].astype(x.dtype)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         if self.depth:
-            x = encoder_of(self, scan_layers=self.scan_layers)(
-                x, mask=key_mask(mask), deterministic=deterministic
-            )
+            x = encoder_of(self)(x, mask=key_mask(mask), deterministic=deterministic)
         tokens = zero_padding(layer_norm(1e-5, self.dtype, name="ln_final")(x), mask)
         return {"tokens": tokens, "pooled": masked_mean(tokens, mask)}
 
@@ -172,6 +177,7 @@ class EarlyFusion(nn.Module):
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
     remat: str = "none"
+    scan_layers: bool = False  # layers.Encoder: params stacked on a layers axis
 
     @nn.compact
     def __call__(
@@ -228,7 +234,8 @@ class CrossAttentionFusion(nn.Module):
     to the context (masked by ``context_mask``); a final LayerNorm; ``pooled`` is the
     normalized query token 0 (the text CLS / BOS).
 
-    ``bidirectional=True`` (ViLBERT co-attention): two streams with their own blocks;
+    ``bidirectional=True`` (ViLBERT co-attention): two streams with their own blocks
+    (unrolled: ``scan_layers`` applies to the one-way encoder only);
     in layer ``l`` each stream self-attends and then cross-attends to the *other*
     stream's layer ``l - 1`` output. Each stream gets a final LayerNorm. ``pooled`` is
     ``Dense(width)(concat[query token 0, first real context token])`` of the normalized
@@ -246,6 +253,7 @@ class CrossAttentionFusion(nn.Module):
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
     remat: str = "none"
+    scan_layers: bool = False  # layers.Encoder: params stacked on a layers axis
 
     @nn.compact
     def __call__(
