@@ -59,4 +59,4 @@ def test_data_loader_smoke_writes_rows(tmp_path: Path) -> None:
     assert all(r["images_per_s"] > 0 and r["step_images_per_s"] > 0 for r in rows)
     assert len({r["batch_sha1"] for r in rows}) == 1  # both loaders made the same pixels
     assert len(list((tmp_path / "jpegs").glob("*.jpg"))) == 8
-    assert "same pixels from every loader (first timed batch): yes" in proc.stdout
+    assert "same pixels from grain and torch (first timed batch): yes" in proc.stdout
