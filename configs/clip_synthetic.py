@@ -70,6 +70,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.bad_records = "skip"  # unreadable image / empty caption: 'skip' (counted) | 'fail'
     c.data.max_bad_fraction = 0.1  # stop when more of the records read so far were bad
     c.data.synthetic_corrupt_fraction = 0.0  # fault injection: this fraction of records is bad
+    # Real data (mmjax/data/sources): source 'synthetic' | 'tfds:NAME[:SPLIT]' | 'files:X.jsonl'
+    # | 'folder:ROOT' | 'wds:shards-{000..127}.tar' | 'arrayrecord:DIR'
+    c.data.eval_source = ""  # '' = the synthetic / TFDS source's own eval split
+    c.data.train_split = "train"  # TFDS split names
+    c.data.eval_split = ""  # '' = the data set's validation / val / test split
+    c.data.tfds_data_dir = ""  # '' = TFDS's default (~/tensorflow_datasets)
+    c.data.tfds_download = False  # let tfds download + prepare a missing data set
+    c.data.fields = dict(image="", caption="", label="")  # TFDS feature paths; '' = defaults
+    c.data.caption_template = "a photo of a {}."  # class name -> caption (folder, TFDS labels)
+    c.data.shuffle_buffer = 1000  # wds: samples shuffled together
+    c.data.train_transform = "none"  # 'none' | 'resize_center_crop' | 'random_resized_crop'
+    c.data.eval_transform = "none"  # 'none' | 'resize_center_crop'
+    c.data.crop_scale = (0.08, 1.0)
+    c.data.crop_ratio = (3 / 4, 4 / 3)
+    c.data.hflip = False
+    c.data.num_workers = 0  # grain worker processes (0 = threads in this process)
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adamw"

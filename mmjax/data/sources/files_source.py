@@ -1,0 +1,136 @@
+"""A JSONL or CSV file of image paths and captions: ``config.data.source='files:PATH'``.
+
+One row per image. Columns / keys:
+
+    image       image file path, relative to the captions file's directory (or absolute)
+    caption     one caption, or
+    captions    several (a JSON list; in a CSV cell, the list as JSON text)
+    label       optional class: an int, or a class name (names are indexed in sorted order)
+    question, answer, answers (a JSON list)      optional, for VQA-style data
+
+A row that is not valid JSON or has no ``image`` is an error naming the file and line;
+a missing or unreadable image file is a bad record (``data.bad_records``) named by path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from mmjax.data.sources.records import (
+    DEFAULT_CAPTION_TEMPLATE,
+    SourceError,
+    class_index,
+    finalize,
+)
+from mmjax.data.transforms import BadRecord
+
+OPTIONAL_TEXT = ("question", "answer")
+
+
+def read_image_file(path: Path, where: str) -> bytes:
+    """The encoded bytes of an image file; ``BadRecord`` naming it when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise BadRecord(f"missing image file {path} ({where}: {type(e).__name__})") from None
+
+
+def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` for every row of a ``.jsonl`` / ``.csv`` file."""
+    if not path.is_file():
+        raise SourceError(f"config.data.source files:{path}: no such file")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return [(n + 2, dict(row)) for n, row in enumerate(csv.DictReader(f))]
+    if path.suffix.lower() not in (".jsonl", ".json"):
+        raise SourceError(f"config.data.source files:{path}: expected a .jsonl or .csv file")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SourceError(f"{path}:{n}: not a JSON object ({e})") from None
+            if not isinstance(row, dict):
+                raise SourceError(f"{path}:{n}: not a JSON object")
+            rows.append((n, row))
+    return rows
+
+
+def _list(value: Any, where: str, key: str) -> list[str]:
+    """A list column: a JSON list, or (CSV) its JSON text."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise SourceError(f"{where}: {key!r} must be a JSON list of strings") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SourceError(f"{where}: {key!r} must be a list of strings")
+    return value
+
+
+class FilesSource:
+    """Random access to the rows of a captions file: ``len``, ``source[i] -> record``."""
+
+    def __init__(self, path: str | Path, template: str = DEFAULT_CAPTION_TEMPLATE):
+        self.path = Path(path)
+        self.template = template
+        root = self.path.parent
+        self.rows: list[dict[str, Any]] = []
+        labels = []
+        for line, row in _rows(self.path):
+            where = f"{self.path}:{line}"
+            image = row.get("image")
+            if not isinstance(image, str) or not image:
+                raise SourceError(f"{where}: no 'image' path (keys: {sorted(row)})")
+            out: dict[str, Any] = {"key": where, "image": str(root / image)}
+            if row.get("captions") not in (None, ""):
+                out["captions"] = _list(row["captions"], where, "captions")
+            elif row.get("caption") is not None:
+                out["caption"] = str(row["caption"])
+            if row.get("answers") not in (None, ""):
+                out["answers"] = _list(row["answers"], where, "answers")
+            out.update({k: str(row[k]) for k in OPTIONAL_TEXT if row.get(k) not in (None, "")})
+            if row.get("label") not in (None, ""):
+                out["label"] = row["label"]
+                labels.append(row["label"])
+            self.rows.append(out)
+        self._index_labels(labels)
+
+    def _index_labels(self, labels: list[Any]) -> None:
+        """Int labels (or digit strings, as a CSV has them) stay; class names are indexed."""
+        if all(isinstance(x, int) or str(x).strip().lstrip("-").isdigit() for x in labels):
+            for row in self.rows:
+                if "label" in row:
+                    row["label"] = int(row["label"])
+            self.class_names = None
+            return
+        index = class_index([str(x) for x in labels])
+        self.class_names = list(index)
+        for row in self.rows:
+            if "label" in row:
+                row["label_name"] = str(row["label"])
+                row["label"] = index[row["label_name"]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"FilesSource({str(self.path)!r})"
+
+    def num_captions(self, index: int) -> int:
+        row = self.rows[index]
+        return len(row["captions"]) if "captions" in row else 1
+
+    def raw(self, index: int) -> dict[str, Any]:
+        """Row ``index`` with its image file's encoded bytes."""
+        row = self.rows[int(index)]
+        return dict(row, image=read_image_file(Path(row["image"]), row["key"]))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return finalize(self.raw(index), self.template)
