@@ -167,12 +167,16 @@ class _WdsIterator(grain.DatasetIterator):
         self.epoch, self.shard, self.offset = 0, 0, 0
         self._samples: Iterator[Sample] | None = None
         self._read_this_epoch = False
+        self._order_epoch, self._epoch_order = -1, np.arange(0)
 
     def _order(self) -> np.ndarray:
-        n = len(self.ds.shards)
-        if not self.ds.shuffle_shards:
-            return np.arange(n)
-        return np.random.default_rng([self.ds.seed, 4, self.epoch]).permutation(n)
+        """This epoch's shard order (drawn once per epoch)."""
+        if self._order_epoch != self.epoch:
+            n = len(self.ds.shards)
+            rng = np.random.default_rng([self.ds.seed, 4, self.epoch])
+            self._epoch_order = rng.permutation(n) if self.ds.shuffle_shards else np.arange(n)
+            self._order_epoch = self.epoch
+        return self._epoch_order
 
     def _next_shard(self) -> None:
         self._close()
