@@ -20,8 +20,13 @@ VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    # zeroshot: classify held-out images by shape from prompts (mmjax/tasks/zeroshot.py)
-    c.task = dict(name="contrastive", loss="softmax", zeroshot=dict(synthetic_attribute="shape"))
+    # zeroshot (mmjax/tasks/zeroshot.py): classify held-out images from class prompts: the
+    # synthetic shapes, or class_names + templates ('a photo of a {}.') for labelled real data
+    c.task = dict(
+        name="contrastive",
+        loss="softmax",
+        zeroshot=dict(synthetic_attribute="shape", class_names=[], templates=[]),
+    )
 
     c.model = ml_collections.ConfigDict()
     c.model.dtype = "float32"  # compute dtype; params are always fp32

@@ -64,3 +64,16 @@ def test_synthetic_zeroshot_prompts_and_labels():
     assert ids.shape == (4 * 144, 12) and mask[:, :3].all()
     labels = np.arange(len(COMBINATIONS))
     assert [names[c] for c in prompts.class_of(labels)] == [c[0] for c in COMBINATIONS]
+
+
+def test_zeroshot_prompts_from_config(tiny_config):
+    from mmjax.tasks.zeroshot import ZeroShotPrompts
+
+    config = tiny_config
+    assert ZeroShotPrompts.from_config(config).num_classes == 4
+    config.data.source = "files:/data/captions.jsonl"  # labels are not synthetic combinations
+    assert ZeroShotPrompts.from_config(config) is None
+    config.task.zeroshot.class_names = ["cat", "dog"]
+    config.task.zeroshot.templates = ["a photo of a {}."]
+    prompts = ZeroShotPrompts.from_config(config)
+    assert prompts.num_classes == 2 and prompts.class_of(np.array([1, 0])).tolist() == [1, 0]

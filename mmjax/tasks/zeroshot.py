@@ -46,12 +46,17 @@ class ZeroShotPrompts:
 
     @classmethod
     def from_config(cls, config: Any) -> ZeroShotPrompts | None:
-        """Prompts of ``config.task.zeroshot``; ``None`` when it is absent or empty."""
+        """Prompts of ``config.task.zeroshot``; ``None`` when it is absent or empty, or when it
+        names only a synthetic attribute and the data is not synthetic."""
         zs = config.task.get("zeroshot")
         if not zs:
             return None
         tokenizer, length = config.data.tokenizer, config.model.text.context_length
         attribute = zs.get("synthetic_attribute", "")
+        if zs.get("class_names"):  # explicit classes win (real data: labels are class indices)
+            return cls(list(zs.class_names), list(zs.get("templates") or ["{}"]), tokenizer, length)
+        if attribute and config.data.source != "synthetic":
+            return None  # the synthetic attribute means nothing for another source's labels
         if attribute:
             if attribute not in ATTRIBUTES:
                 raise ValueError(
@@ -60,7 +65,7 @@ class ZeroShotPrompts:
                 )
             names, templates = synthetic_prompts(attribute)
             return cls(names, templates, tokenizer, length, attribute)
-        return cls(list(zs.class_names), list(zs.templates), tokenizer, length)
+        return None
 
     @property
     def num_classes(self) -> int:
