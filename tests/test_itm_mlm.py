@@ -11,11 +11,20 @@ import numpy as np
 import pytest
 
 from mmjax import config as config_lib
+from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.data.mlm_masking import mask_tokens, masking_ids
 from mmjax.data.tokenizer import TextTokenizer
+from mmjax.data.transforms import normalize_images
 from mmjax.evaluate import itm_accuracy
 from mmjax.losses import weighted_cross_entropy
-from mmjax.tasks.itm_mlm import next_distinct, same_rows, sample_hard_negatives
+from mmjax.tasks.itm_mlm import (
+    ITMMLMModel,
+    ITMMLMTask,
+    next_distinct,
+    same_rows,
+    sample_hard_negatives,
+)
+from mmjax.train import train
 from tests.conftest import REPO
 
 ITM_CONFIG = REPO / "configs" / "itm_mlm_synthetic.py"
@@ -160,9 +169,20 @@ def test_next_distinct_skips_equal_captions():
     assert not np.any(found)
 
 
-def test_tiny_config_trains_and_writes_eval_metrics(tmp_path):
-    from mmjax.train import train
+def test_config_errors_name_the_key():
+    config = config_lib.load_config(f"{ITM_CONFIG}:tiny")
+    bad = config_lib.apply_overrides(config, ["model.text.kind=clip"])
+    with pytest.raises(ValueError, match="config.model.text.kind"):
+        ITMMLMTask(bad)
+    bad = config_lib.apply_overrides(config, ["model.fusion.width=48"])
+    with pytest.raises(ValueError, match="config.model.fusion.width"):
+        ITMMLMTask(bad)
+    bad = config_lib.apply_overrides(config, ["task.mask_token=<mask>"])
+    with pytest.raises(ValueError, match="config.task.mask_token"):
+        ITMMLMTask(bad)
 
+
+def test_tiny_config_trains_and_writes_eval_metrics(tmp_path):
     config = config_lib.load_config(f"{ITM_CONFIG}:tiny")
     config = config_lib.apply_overrides(
         config, ["train.steps=6", "train.log_every=3", "train.eval_every=6"]
@@ -182,3 +202,34 @@ def test_tiny_config_trains_and_writes_eval_metrics(tmp_path):
     parts = last["itc_loss"] + last["itm_loss"] + last["mlm_loss"]
     assert last["loss"] == pytest.approx(parts, rel=1e-5)
     assert result["eval/itm_acc"] == evals[-1]["eval/itm_acc"]
+    _check_pretrain_outputs(config, read_state(latest_step_dir(tmp_path))["params"])
+
+
+def _check_pretrain_outputs(config, params: dict) -> None:
+    """``pretrain`` shapes and weights, and the MLM decoder is the text word embedding."""
+    task = ITMMLMTask(config)
+    assert sorted(params["mlm_head"]) == ["bias", "ln", "transform"]  # no own decoder matrix
+    b = 6
+    tokens, pad = _random_captions(np.random.default_rng(0), b, 12)
+    images = np.random.default_rng(1).integers(0, 255, (b, 32, 32, 3), dtype=np.uint8)
+    masked = task.mask(jax.random.PRNGKey(1), {"tokens": tokens, "padding_mask": pad})[0]
+
+    @jax.jit
+    def forward(p):
+        return task.model.apply(
+            {"params": p},
+            normalize_images(images, "clip"),
+            tokens,
+            pad,
+            masked,
+            jax.random.PRNGKey(2),
+            method=ITMMLMModel.pretrain,
+        )
+
+    out = forward(params)
+    assert out["itm_logits"].shape == (3 * b, 2)
+    assert out["mlm_logits"].shape == (b, 12, config.model.text.vocab_size)
+    np.testing.assert_array_equal(out["itm_weights"], np.ones(3 * b))  # distinct captions
+    bumped = jax.tree.map(lambda x: x, params)
+    bumped["text"]["word_embed"]["embedding"] = params["text"]["word_embed"]["embedding"] * 2
+    assert not np.allclose(forward(bumped)["mlm_logits"], out["mlm_logits"])

@@ -175,8 +175,7 @@ class ITMMLMModel(FusedModel):
 
     def mlm_logits(self, fused_tokens: jax.Array) -> jax.Array:
         """``[rows, seq, width]`` -> ``[rows, seq, vocab]`` through the tied MLM head."""
-        table = nn.unbox(self.text.variables["params"]["word_embed"]["embedding"])
-        return self.mlm_head(fused_tokens, table)
+        return self.mlm_head(fused_tokens, nn.unbox(self.text_embedding()))
 
     def pretrain(
         self,
@@ -195,6 +194,7 @@ class ITMMLMModel(FusedModel):
         ``mlm_logits`` ``[batch, seq, vocab]``.
         """
         b = tokens.shape[0]
+        padding_mask = jnp.asarray(padding_mask, bool)  # indexed by traced rows below
         enc = self.encode_pairs(images, tokens, padding_mask, masked_tokens, deterministic)
         scale = jnp.exp(jnp.minimum(self.logit_scale, math.log(100.0)))
         sim = scale * enc["image"] @ enc["text"].T  # [images, texts]
@@ -233,6 +233,7 @@ class ITMMLMModel(FusedModel):
         (``itm_neg``), and masked-LM logits ``[batch, seq, vocab]`` of the masked
         captions (``mlm_logits``)."""
         b = tokens.shape[0]
+        padding_mask = jnp.asarray(padding_mask, bool)  # indexed by traced rows below
         enc = self.encode_pairs(images, tokens, padding_mask, masked_tokens, True)
         txt = enc["encoded"]["text"]["tokens"]
         own = jnp.arange(b)
