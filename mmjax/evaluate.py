@@ -104,3 +104,42 @@ def vqa_accuracy(predicted: np.ndarray, answer_scores: np.ndarray) -> float:
     scores = np.asarray(answer_scores, np.float64)
     predicted = np.asarray(predicted)
     return float(np.mean(scores[np.arange(len(predicted)), predicted]))
+
+
+def _check_captions(hypotheses: list[str], references: list[list[str]]) -> list[list[str]]:
+    """Non-empty reference lists, one per hypothesis (else a ``ValueError`` naming the row)."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference lists")
+    refs = [[r for r in rs if r] for rs in references]
+    for i, rs in enumerate(refs):
+        if not rs:
+            raise ValueError(f"caption {i} has no (non-empty) reference")
+    return refs
+
+
+def bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
+    """Corpus BLEU-4 as a fraction in [0, 1] (sacrebleu's score / 100: 13a tokenization,
+    exponential smoothing). ``references[i]`` holds any number (>= 1) of references for
+    ``hypotheses[i]``; n-gram matches are clipped by the most frequent occurrence in any one
+    reference and the brevity penalty uses the closest reference length, as in BLEU."""
+    import sacrebleu
+
+    refs = _check_captions(hypotheses, references)
+    width = max(len(rs) for rs in refs)
+    # sacrebleu wants reference streams; None marks a missing reference of a segment.
+    streams = [[rs[j] if j < len(rs) else None for rs in refs] for j in range(width)]
+    return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score) / 100.0
+
+
+def cider(hypotheses: list[str], references: list[list[str]]) -> float:
+    """Corpus CIDEr-D (``pycocoevalcap``'s ``Cider``: tf-idf n-gram cosine with clipping and
+    a length penalty, x10; COCO results are usually quoted x100) of whitespace-tokenized,
+    lowercased captions. The document frequencies come from these references, so it needs
+    more than one image to be meaningful (with one every idf is 0)."""
+    from pycocoevalcap.cider.cider import Cider
+
+    refs = _check_captions(hypotheses, references)
+    gts = {i: [r.lower() for r in rs] for i, rs in enumerate(refs)}
+    res = {i: [h.lower()] for i, h in enumerate(hypotheses)}
+    score, _ = Cider().compute_score(gts, res)
+    return float(score)

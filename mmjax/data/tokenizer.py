@@ -105,6 +105,25 @@ class TextTokenizer:
         mask = np.asarray([e.attention_mask for e in encodings], dtype=bool)
         return ids, mask
 
+    def decode(self, ids: np.ndarray) -> list[str]:
+        """ids ``[batch, length]`` (or one ``[length]`` row) -> one string per row: each row
+        is cut at its first end-of-text token, and padding and the special tokens
+        (``[BOS]``/``[PAD]``/``[MASK]``, or the tokenizer's own) are dropped."""
+        ids = np.asarray(ids)
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim != 2:
+            raise ValueError(f"decode takes ids [batch, length], got shape {ids.shape}")
+        drop = {self.pad_id} | {
+            i for t in (BOS, PAD, MASK) if (i := self.tokenizer.token_to_id(t)) is not None
+        }
+        rows = []
+        for row in ids.tolist():
+            if self.eos_id in row:
+                row = row[: row.index(self.eos_id)]
+            rows.append([i for i in row if i not in drop])
+        return self.tokenizer.decode_batch(rows, skip_special_tokens=True)
+
 
 def load_tokenizer(name: str, length: int) -> TextTokenizer:
     """``'synthetic'`` (shipped), a path to a ``tokenizer.json``, or a directory holding one

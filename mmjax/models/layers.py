@@ -15,6 +15,15 @@ the backward pass (``'full'``) or keeps only its matmul outputs
 (``'dots_saveable'``); ``scan_layers`` runs one ``nn.scan``-ed block over params
 stacked on a leading ``layers`` axis (``encoder/layers/block/...``, each leaf
 ``[depth, ...]``), so compile time does not grow with depth.
+
+Autoregressive decoding: with ``decode=True`` self-attention keeps a key/value
+cache in the ``'cache'`` collection (``cached_key`` / ``cached_value``
+``[batch, max_len, heads, kv]`` and ``cache_index``, as flax.linen's
+``MultiHeadDotProductAttention`` does). A first call on full-length inputs (or
+``jax.eval_shape`` of it) only creates the zero cache; every later call takes one
+position ``[batch, 1, embed]``, writes its key/value at ``cache_index`` and attends
+to the positions written so far. Scanned stacks carry the cache on the leading
+``layers`` axis like their params.
 """
 
 from __future__ import annotations
@@ -146,6 +155,8 @@ class MultiHeadAttention(nn.Module):
     ``kv_lengths`` (``[batch]``, right-padded keys) so that the cuDNN kernel can
     be used; an arbitrary boolean ``mask`` broadcastable to
     ``[batch, heads, q_len, kv_len]`` is also accepted (XLA kernel only).
+    ``decode=True``: self-attention over a key/value cache, one position per call
+    (see the module docstring).
     """
 
     num_heads: int
@@ -155,6 +166,7 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     implementation: str | None = None  # None (XLA), 'xla' or 'cudnn'
+    decode: bool = False
 
     @nn.compact
     def __call__(
@@ -184,6 +196,11 @@ class MultiHeadAttention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "kv"))
         k = nn.with_logical_constraint(k, ("batch", "seq", "heads", "kv"))
         v = nn.with_logical_constraint(v, ("batch", "seq", "heads", "kv"))
+        if self.decode:
+            cached = self._update_cache(k, v, kv_lengths, mask)
+            if cached is not None:  # a decode step: attend to the positions written so far
+                k, v, kv_lengths = cached
+                causal = False
 
         # The fused kernels have no attention-probability dropout; dropout is
         # applied to the attention output instead, which keeps the fast path.
@@ -199,6 +216,38 @@ class MultiHeadAttention(nn.Module):
         out = nn.with_logical_constraint(out, ("batch", "seq", "heads", "kv"))
         out = HeadsOutput(embed, self.out_bias, self.dtype, name="out")(out)
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
+
+    def _update_cache(
+        self, k: Array, v: Array, kv_lengths: Array | None, mask: Array | None
+    ) -> tuple[Array, Array, Array] | None:
+        """Decode mode. The first call creates the zero cache from ``k``/``v``
+        ``[batch, max_len, heads, kv]`` and returns ``None`` (plain attention); later calls
+        write the one new position at ``cache_index`` and return the whole cache with
+        ``kv_lengths`` ``[batch]`` = positions written (the later ones are still zeros)."""
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if not initialized:
+            return None
+        if k.shape[1] != 1:
+            raise ValueError(f"a decode step takes one position [batch, 1, embed], got {k.shape}")
+        if kv_lengths is not None or mask is not None:
+            raise ValueError("a decode step masks by cache_index; kv_lengths/mask must be None")
+        if cached_key.value.shape[0] != k.shape[0]:
+            raise ValueError(
+                f"the cache holds batch {cached_key.value.shape[0]}, the step {k.shape[0]}"
+            )
+        i = cache_index.value
+        cached_key.value = jax.lax.dynamic_update_slice(
+            cached_key.value, k.astype(cached_key.value.dtype), (0, i, 0, 0)
+        )
+        cached_value.value = jax.lax.dynamic_update_slice(
+            cached_value.value, v.astype(cached_value.value.dtype), (0, i, 0, 0)
+        )
+        cache_index.value = i + 1
+        lengths = jnp.full((k.shape[0],), i + 1, jnp.int32)
+        return cached_key.value, cached_value.value, lengths
 
 
 class Mlp(nn.Module):
@@ -242,6 +291,8 @@ class TransformerBlock(nn.Module):
     ``cross_attention=True`` adds a sub-layer between self-attention and the MLP in which
     ``x`` attends to ``context`` ``[batch, ctx_len, ctx_embed]`` (fusion encoders, caption
     decoders); ``context_mask`` bool ``[batch, ctx_len]`` marks its real tokens.
+    ``decode=True`` caches the self-attention keys/values (one position per call); the
+    cross-attention recomputes its keys/values from ``context`` every call.
     """
 
     num_heads: int
@@ -254,6 +305,7 @@ class TransformerBlock(nn.Module):
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
     cross_attention: bool = False
+    decode: bool = False
 
     @nn.compact
     def __call__(
@@ -274,6 +326,7 @@ class TransformerBlock(nn.Module):
             dropout_rate=self.dropout_rate,
             dtype=self.dtype,
             implementation=self.attention_impl,
+            decode=self.decode,
             name="attn",
         )
         mlp = Mlp(
@@ -342,6 +395,7 @@ class Encoder(nn.Module):
     remat: str = "none"  # 'none' | 'full' | 'dots_saveable' (see REMAT_POLICIES)
     scan_layers: bool = False  # one scanned block, params stacked as [depth, ...] in 'layers'
     cross_attention: bool = False  # every block also attends to ``context``
+    decode: bool = False  # self-attention over a key/value cache, one position per call
 
     @nn.compact
     def __call__(
@@ -367,12 +421,13 @@ class Encoder(nn.Module):
             dtype=self.dtype,
             attention_impl=self.attention_impl,
             cross_attention=self.cross_attention,
+            decode=self.decode,
         )
         block = remat_block(self.remat)
         if self.scan_layers:
             scanned = nn.scan(
                 ScanBlock,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "cache": 0},
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * 4,
                 length=self.depth,

@@ -1,0 +1,312 @@
+"""Caption decoder and the CoCa model (contrastive captioner, Yu et al. 2022).
+
+``CaptionDecoder`` is an autoregressive text decoder on the shared transformer
+(``layers.Encoder``): token embedding + learned positions, ``unimodal_depth``
+causal text-only layers, then ``depth`` causal multimodal layers that also
+cross-attend to image tokens, a final LayerNorm and a projection to the
+vocabulary. The unimodal layers' output at the end-of-text token is CoCa's text
+embedding for the contrastive loss; the multimodal layers do the captioning.
+With ``decode=True`` every self-attention keeps a key/value cache and the decoder
+takes one position per call (``mmjax.models.generate`` drives the loop).
+
+``CoCa`` joins an image encoder (ViT), the decoder, and the two projections +
+learned temperature of the contrastive loss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models.layers import (
+    Dtype,
+    Encoder,
+    MultiHeadAttention,
+    dense_init,
+    kernel_init,
+    layer_norm,
+)
+from mmjax.models.text import embed, position_embedding
+from mmjax.models.towers import build_image_encoder, dtype_from_name, l2_normalize
+
+
+class CaptionDecoder(nn.Module):
+    """Causal text decoder cross-attending to a context (image tokens).
+
+    ``tokens`` int32 ``[batch, seq]`` (BOS first; right padding needs no mask: a causal
+    query never sees later positions, and padded positions' outputs are not used);
+    ``context`` ``[batch, ctx_len, ctx_embed]`` (any width: the cross-attention projects
+    it), ``context_mask`` bool ``[batch, ctx_len]`` or ``None``.
+
+    Returns ``{'unimodal': [batch, seq, width]}`` (LayerNorm-ed output of the unimodal
+    layers; only with ``unimodal_depth > 0``) and, when ``context`` is given,
+    ``'logits'`` fp32 ``[batch, seq, vocab]``: position ``i`` predicts token ``i + 1``.
+
+    ``tie_embeddings=True`` computes the logits with the transposed token embedding
+    (GPT-2 / T5 style, no extra ``[width, vocab]`` matrix); ``False`` adds an untied
+    ``lm_head`` Dense with a bias.
+
+    ``decode=True``: a first call on ``[batch, max_decode_len]`` tokens (or
+    ``jax.eval_shape`` of it) creates the zero ``'cache'`` collection; each later call
+    takes ``[batch, 1]`` tokens at the next position (``cache/position``).
+    """
+
+    vocab_size: int
+    width: int
+    depth: int  # multimodal (cross-attending) layers
+    num_heads: int
+    mlp_dim: int
+    max_len: int
+    unimodal_depth: int = 0
+    act: str = "gelu"
+    ln_eps: float = 1e-5
+    tie_embeddings: bool = True
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+    remat: str = "none"
+    scan_layers: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: jax.Array,
+        context: jax.Array | None = None,
+        context_mask: jax.Array | None = None,
+        *,
+        decode: bool = False,
+        deterministic: bool = True,
+    ) -> dict[str, jax.Array]:
+        seq = tokens.shape[1]
+        if seq > self.max_len:
+            raise ValueError(f"text has {seq} tokens, the decoder's max_len is {self.max_len}")
+        token_embed = embed(self.vocab_size, self.width, "token_embed")
+        pos = position_embedding(self, self.max_len, self.width, "pos_embed")
+        if decode:
+            stepping = self.has_variable("cache", "position")
+            position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+            if stepping:
+                if seq != 1:
+                    raise ValueError(f"a decode step takes tokens [batch, 1], got {tokens.shape}")
+                pos = jax.lax.dynamic_slice_in_dim(pos, position.value, 1)
+                position.value = position.value + 1
+        x = (token_embed(tokens) + pos[None, :seq]).astype(self.dtype)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        stack = dict(
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=True,
+            act=self.act,
+            ln_eps=self.ln_eps,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
+            decode=decode,
+        )
+        out = {}
+        if self.unimodal_depth:
+            x = Encoder(depth=self.unimodal_depth, **stack, name="unimodal")(
+                x, causal=True, deterministic=deterministic
+            )
+            out["unimodal"] = layer_norm(self.ln_eps, self.dtype, name="ln_unimodal")(x)
+        if context is None:
+            return out
+        x = Encoder(depth=self.depth, cross_attention=True, **stack, name="multimodal")(
+            x,
+            causal=True,
+            context=context,
+            context_mask=context_mask,
+            deterministic=deterministic,
+        )
+        x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
+        if self.tie_embeddings:
+            logits = token_embed.attend(x)
+        else:
+            logits = nn.Dense(
+                self.vocab_size,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "vocab")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
+                name="lm_head",
+            )(x)
+        out["logits"] = nn.with_logical_constraint(
+            logits.astype(jnp.float32), ("batch", "seq", "vocab")
+        )
+        return out
+
+
+class AttentionalPooler(nn.Module):
+    """CoCa's attentional pooler: ``num_queries`` learned queries attend to the image
+    tokens, then a LayerNorm. ``[batch, seq, embed]`` -> ``[batch, num_queries, embed]``."""
+
+    num_queries: int
+    num_heads: int
+    ln_eps: float = 1e-5
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        width = tokens.shape[-1]
+        queries = self.param(
+            "queries",
+            nn.with_logical_partitioning(dense_init(width**-0.5), (None, "embed")),
+            (self.num_queries, width),
+            jnp.float32,
+        )
+        queries = jnp.broadcast_to(queries.astype(self.dtype), (tokens.shape[0], *queries.shape))
+        pooled = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, tokens)
+        return layer_norm(self.ln_eps, self.dtype, name="ln")(pooled)
+
+
+def eos_pool(x: jax.Array, tokens: jax.Array, eos_id: int) -> jax.Array:
+    """``x`` ``[batch, seq, width]`` at each row's first ``eos_id`` token (the last position
+    when a truncated row has none) -> ``[batch, width]``."""
+    is_eos = tokens == eos_id
+    at = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), tokens.shape[1] - 1)
+    return jnp.take_along_axis(x, at[:, None, None], axis=1)[:, 0]
+
+
+class CoCa(nn.Module):
+    """Contrastive captioner: image encoder + ``CaptionDecoder`` (+ contrastive head).
+
+    The decoder cross-attends to the image encoder's tokens after a LayerNorm
+    (``caption_queries == 0``) or to ``caption_queries`` tokens from an
+    ``AttentionalPooler`` (CoCa's 256-query pooler; fewer keys per decode step).
+    With ``contrastive=True`` the image embedding is the image encoder's pooled output
+    (class token or MAP, per its config; CoCa uses a separate 1-query pooler) and the
+    text embedding the unimodal decoder output at the end-of-text token (CoCa appends a
+    learned CLS token instead; EOT pooling is CLIP's and needs no extra position), each
+    projected to ``embed_dim`` and L2-normalized.
+    """
+
+    image: nn.Module
+    decoder: CaptionDecoder
+    eos_id: int
+    embed_dim: int = 0
+    contrastive: bool = True
+    caption_queries: int = 0
+    pool_heads: int = 4
+    logit_scale_init: float = math.log(1 / 0.07)
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        if self.caption_queries:
+            self.pooler = AttentionalPooler(
+                self.caption_queries, self.pool_heads, dtype=self.dtype, name="pooler"
+            )
+        else:
+            self.context_norm = layer_norm(1e-5, self.dtype, name="context_norm")
+        if not self.contrastive:
+            return
+        if not self.decoder.unimodal_depth:
+            raise ValueError("the contrastive loss needs unimodal text layers (unimodal_depth > 0)")
+
+        def proj(name: str) -> nn.Dense:
+            return nn.Dense(
+                self.embed_dim,
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "proj")),
+                name=name,
+            )
+
+        self.image_proj = proj("image_proj")
+        self.text_proj = proj("text_proj")
+        self.logit_scale = self.param(
+            "logit_scale",
+            nn.with_logical_partitioning(nn.initializers.constant(self.logit_scale_init), ()),
+            (),
+            jnp.float32,
+        )
+
+    def encode_image(self, images: jax.Array, *, deterministic: bool = True) -> dict:
+        """Normalized images ``[batch, H, W, 3]`` -> ``{'context': [batch, ctx_len, width]}``
+        (what the decoder attends to) and, when contrastive, ``'image'`` ``[batch, embed_dim]``
+        (L2-normalized fp32)."""
+        out = self.image(images, deterministic=deterministic)
+        if self.caption_queries:
+            context = self.pooler(out["tokens"])
+        else:
+            context = self.context_norm(out["tokens"])
+        result = {"context": context}
+        if self.contrastive:
+            result["image"] = l2_normalize(self.image_proj(out["pooled"]))
+        return result
+
+    def encode_text(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
+        """Tokens ``[batch, seq]`` -> L2-normalized fp32 text embedding ``[batch, embed_dim]``."""
+        unimodal = self.decoder(tokens, deterministic=deterministic)["unimodal"]
+        return l2_normalize(self.text_proj(eos_pool(unimodal, tokens, self.eos_id)))
+
+    def decode_step(self, tokens: jax.Array, context: jax.Array) -> jax.Array:
+        """One cached decode step (``mutable=['cache']``): ``[batch, 1]`` tokens -> logits
+        ``[batch, 1, vocab]``; on ``[batch, len]`` tokens the call that creates the cache."""
+        return self.decoder(tokens, context, decode=True)["logits"]
+
+    def __call__(
+        self, images: jax.Array, tokens: jax.Array, *, deterministic: bool = True
+    ) -> dict[str, jax.Array]:
+        """Teacher-forced forward: ``{'logits': [batch, seq, vocab]}`` plus, when
+        contrastive, ``'image'``, ``'text'`` ``[batch, embed_dim]`` and ``'logit_scale'``."""
+        enc = self.encode_image(images, deterministic=deterministic)
+        dec = self.decoder(tokens, enc["context"], deterministic=deterministic)
+        out = {"logits": dec["logits"]}
+        if self.contrastive:
+            out["image"] = enc["image"]
+            out["text"] = l2_normalize(
+                self.text_proj(eos_pool(dec["unimodal"], tokens, self.eos_id))
+            )
+            out["logit_scale"] = self.logit_scale
+        return out
+
+
+def build_coca(model_cfg: Any, contrastive: bool) -> CoCa:
+    """``CoCa`` from ``config.model`` (``image``: a ViT config as for ``TwoTower``;
+    ``text``: the decoder, see ``configs/caption_coca.py``)."""
+    dtype = dtype_from_name(model_cfg.dtype)
+    impl = model_cfg.get("attention_impl") or None
+    memory = dict(
+        remat=model_cfg.get("remat", "none"), scan_layers=bool(model_cfg.get("scan_layers", False))
+    )
+    t = model_cfg.text
+    if t.get("kind", "coca") != "coca":
+        raise ValueError(f"config.model.text.kind: the caption task needs 'coca', got {t.kind!r}")
+    if contrastive and not t.get("unimodal_depth", 0):
+        raise ValueError(
+            "config.model.text.unimodal_depth must be > 0 when config.task.contrastive_weight > 0"
+        )
+    decoder = CaptionDecoder(
+        vocab_size=t.vocab_size,
+        width=t.width,
+        depth=t.depth,
+        num_heads=t.num_heads,
+        mlp_dim=t.mlp_dim,
+        max_len=t.context_length,
+        unimodal_depth=t.get("unimodal_depth", 0),
+        act=t.get("act", "gelu"),
+        ln_eps=t.get("ln_eps", 1e-5),
+        tie_embeddings=t.get("tie_embeddings", True),
+        dropout_rate=t.get("dropout_rate", 0.0),
+        dtype=dtype,
+        attention_impl=impl,
+        **memory,
+    )
+    return CoCa(
+        image=build_image_encoder(model_cfg.image, dtype, impl, **memory),
+        decoder=decoder,
+        eos_id=t.eos_id,
+        embed_dim=model_cfg.get("embed_dim", 0),
+        contrastive=contrastive,
+        caption_queries=model_cfg.get("caption_queries", 0),
+        pool_heads=model_cfg.image.num_heads,
+        logit_scale_init=model_cfg.get("logit_scale_init", math.log(1 / 0.07)),
+        dtype=dtype,
+    )
