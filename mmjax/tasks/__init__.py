@@ -5,10 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from mmjax.tasks.caption import CaptionTask
+from mmjax.tasks.classify import ClassifyTask
 from mmjax.tasks.contrastive import ContrastiveTask
 from mmjax.tasks.itm_mlm import ITMMLMTask
 
-TASKS = {"caption": CaptionTask, "contrastive": ContrastiveTask, "itm_mlm": ITMMLMTask}
+TASKS = {
+    "caption": CaptionTask,
+    "classify": ClassifyTask,
+    "contrastive": ContrastiveTask,
+    "itm_mlm": ITMMLMTask,
+}
 
 
 def build_task(config: Any) -> Any:

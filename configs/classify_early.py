@@ -1,0 +1,25 @@
+"""Early fusion on the synthetic shapes: the text and image tokens (with modality type
+embeddings) are concatenated behind a CLS token and run through one joint transformer;
+the head reads the CLS output. VQA by default, image-caption matching with ``match``.
+
+    mmjax train --config configs/classify_early.py --workdir runs/vqa_early
+    mmjax train --config configs/classify_early.py:match       # matching (eval/acc)
+    mmjax train --config configs/classify_early.py:tiny        # seconds; for tests
+
+VQA as in ``vqa_cross_attention.py`` (``eval/vqa_acc``); matching as in
+``classify_late_gated.py`` (random negatives, ``eval/acc``, chance 0.5).
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from mmjax.config import load_with_options
+
+BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    c, _ = load_with_options(BASE, arg, {}, "classify_early")  # 'match' is BASE's variant
+    c.model.fusion.kind = "early"
+    return c
