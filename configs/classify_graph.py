@@ -1,11 +1,17 @@
-"""Image-caption matching on the synthetic shapes with graph fusion: a GCN over one node
-per modality (its pooled vector) plus attention-pooled cluster nodes over each
-modality's tokens, with a learned adjacency, mean readout and an MLP head.
+"""VQA on the synthetic shapes with graph fusion: a GCN over one node per modality (its
+pooled vector) plus attention-pooled cluster nodes over each modality's tokens, with a
+learned adjacency, mean readout and an MLP head over the 23 answers.
 
-    mmjax train --config configs/classify_graph.py --workdir runs/match_graph
-    mmjax train --config configs/classify_graph.py:tiny   # seconds; for tests
+    mmjax train --config configs/classify_graph.py --workdir runs/vqa_graph
+    mmjax train --config configs/classify_graph.py:match       # image-caption matching
+    mmjax train --config configs/classify_graph.py:tiny        # seconds; for tests
 
-Task as in ``classify_late_gated.py`` (random negatives, ``eval/acc``, chance 0.5).
+VQA as in ``vqa_cross_attention.py`` (``eval/vqa_acc``). Matching (``match``, as in
+``classify_late_gated.py``) stays at chance from scratch in this budget (measured: eval/acc
+0.49-0.51 after 500 steps, with and without cluster nodes): the GCN mixes the modalities
+only additively, and checking that a caption agrees with an image is an equality test,
+which the GMU's and the tensor fusion's multiplicative terms learn much faster; answering a
+question is an AND of question type and image attribute, which additive fusion learns.
 The learned adjacency is ``fuse(...)['adjacency']``.
 """
 
@@ -19,7 +25,9 @@ BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, ",".join(["match", arg or ""]), {}, "classify_graph")
+    c, _ = load_with_options(BASE, arg, {}, "classify_graph")  # 'match' is BASE's variant
+    if c.task.target == "vqa" and "tiny" not in (arg or "").split(","):
+        c.train.update(steps=500, eval_every=250)
     c.model.fusion = dict(
         kind="graph",
         width=c.model.fusion.width,

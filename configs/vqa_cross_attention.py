@@ -9,8 +9,9 @@ the top left").
 
 Trains from scratch in a few minutes on a 2-core CPU; eval is ``eval/vqa_acc`` on the
 held-out split (576 distinct attribute combinations, one question each) plus
-``eval/vqa_acc_<type>`` per question type. Chance (a blind model that knows the question
-type): about 0.25. The other ``classify_*.py`` configs build on this one.
+``eval/vqa_acc_<type>`` per question type (reached 0.79 in 1000 steps). Chance on that
+split: 0.30 for the best blind answer per question type, 0.16 for the majority answer.
+The other ``classify_*.py`` configs build on this one (``match``: their matching task).
 """
 
 from pathlib import Path
