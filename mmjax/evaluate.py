@@ -131,12 +131,20 @@ def bleu4(hypotheses: list[str], references: list[list[str]]) -> float:
     return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score) / 100.0
 
 
+def cider_available() -> bool:
+    """Whether ``pycocoevalcap`` (CIDEr) is installed: the ``[eval]`` extra, a 100 MB wheel
+    that also ships COCO's Java tools, so the core install leaves it out."""
+    import importlib.util
+
+    return importlib.util.find_spec("pycocoevalcap") is not None
+
+
 def cider(hypotheses: list[str], references: list[list[str]]) -> float:
     """Corpus CIDEr-D (``pycocoevalcap``'s ``Cider``: tf-idf n-gram cosine with clipping and
     a length penalty, x10; COCO results are usually quoted x100) of whitespace-tokenized,
     lowercased captions. The document frequencies come from these references, so it needs
     more than one image to be meaningful (with one every idf is 0)."""
-    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.cider.cider import Cider  # optional: pip install 'mmjax[eval]'
 
     refs = _check_captions(hypotheses, references)
     gts = {i: [r.lower() for r in rs] for i, rs in enumerate(refs)}

@@ -35,7 +35,7 @@ from mmjax.data.pipeline import default_example
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
 from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
 from mmjax.data.transforms import BadRecord, ExampleFn, normalize_images
-from mmjax.evaluate import bleu4, cider, retrieval_metrics
+from mmjax.evaluate import bleu4, cider, cider_available, retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, weighted_cross_entropy
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
@@ -238,7 +238,8 @@ class CaptionTask:
         return first, refs
 
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
-        """``bleu4`` / ``cider`` (greedy), ``bleu4_beam`` / ``cider_beam``, mean
+        """``bleu4`` / ``cider`` (greedy; CIDEr with the ``[eval]`` extra), ``bleu4_beam`` /
+        ``cider_beam``, mean
         ``greedy_logp`` / ``beam_logp`` over images, and ``i2t_r1/5``, ``t2i_r1/5`` when
         contrastive."""
         first, refs = self.references(outputs)
@@ -246,7 +247,8 @@ class CaptionTask:
         for kind, suffix in (("greedy", ""), ("beam", "_beam")):
             hyps = self.tokenizer.decode(outputs[kind][first])
             metrics[f"bleu4{suffix}"] = bleu4(hyps, refs)
-            metrics[f"cider{suffix}"] = cider(hyps, refs)
+            if cider_available():  # the [eval] extra
+                metrics[f"cider{suffix}"] = cider(hyps, refs)
             metrics[f"{kind}_logp"] = float(np.mean(outputs[f"{kind}_logp"][first]))
             if kind == "greedy" and self.print_examples and jax.process_index() == 0:
                 for hyp, rs in list(zip(hyps, refs, strict=True))[: self.print_examples]:
