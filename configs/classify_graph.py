@@ -8,10 +8,10 @@ learned adjacency, mean readout and an MLP head over the 23 answers.
 
 VQA as in ``vqa_cross_attention.py`` (``eval/vqa_acc``). Matching (``match``, as in
 ``classify_late_gated.py``) stays at chance from scratch in this budget (measured: eval/acc
-0.49-0.51 after 500 steps, with and without cluster nodes): the GCN mixes the modalities
-only additively, and checking that a caption agrees with an image is an equality test,
-which the GMU's and the tensor fusion's multiplicative terms learn much faster; answering a
-question is an AND of question type and image attribute, which additive fusion learns.
+0.49-0.51 after 500 steps, with and without cluster nodes). Probably (not tested) because
+the GCN mixes the modalities only additively: checking that a caption agrees with an image
+is an equality test, which the multiplicative terms of the GMU and of tensor fusion learn
+much faster, while answering a question is an AND of question type and image attribute.
 The learned adjacency is ``fuse(...)['adjacency']``.
 """
 
