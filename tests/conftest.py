@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the session, inherited by the subprocesses the
+# tests start: many tests train the same tiny configs, and compiling is most of their time
+# on a 2-core CPU. Set before jax is imported (jax reads these at import).
+_XLA_CACHE = tempfile.mkdtemp(prefix="mmjax-test-xla-cache-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "clip_synthetic.py"

@@ -437,33 +437,11 @@ def test_config_errors_name_the_key(data):
         FilesSource(bad)
 
 
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-    """A persistent XLA compilation cache for this module's train runs: they differ only in
-    their data, so every run after the first loads the compiled steps (~10x less CPU)."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    keys = {
-        "jax_compilation_cache_dir": str(tmp_path_factory.mktemp("xla_cache")),
-        "jax_persistent_cache_min_compile_time_secs": 0.0,
-        "jax_persistent_cache_min_entry_size_bytes": 0,
-    }
-    before = {k: getattr(jax.config, k) for k in keys}
-    for k, v in keys.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
-    yield
-    for k, v in before.items():
-        jax.config.update(k, v)
-    compilation_cache.reset_cache()
-
-
 @pytest.mark.parametrize(
     ("kind", "eval_kind"),
     [(k, e) for k, e in zip(KINDS, KINDS[1:] + KINDS[:1], strict=True)],
 )
-def test_train_a_few_steps(data, compile_cache, kind, eval_kind, tmp_path):
+def test_train_a_few_steps(data, kind, eval_kind, tmp_path):
     """``mmjax.train.train`` on each source (evaluating on another kind)."""
     from mmjax import config as config_lib
     from mmjax.train import train
