@@ -6,7 +6,7 @@ import pytest
 
 from mmjax import config as config_lib
 from mmjax.cli import main
-from tests.conftest import CONFIG
+from tests.conftest import CONFIG, REPO
 
 
 def test_default_config_has_the_documented_keys():
@@ -83,3 +83,22 @@ def test_cli_info(capsys):
     assert main(["info", "--config", f"{CONFIG}:tiny"]) == 0
     out = capsys.readouterr().out
     assert "jax " in out and "total" in out and "image" in out
+
+
+CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
+NEEDS_ARG = {"clip_hf_finetune.py"}  # takes a Hugging Face model directory (tests/test_hf_*)
+
+
+@pytest.mark.parametrize("name", [c for c in CONFIGS if c not in NEEDS_ARG])
+def test_every_shipped_config_builds_its_task(name):
+    """Each config (and its ``tiny`` variant) loads, names a known task, and that task's
+    params can be shaped (``jax.eval_shape``: nothing is allocated or compiled)."""
+    import jax
+
+    from mmjax.tasks import build_task
+
+    variants = [""] + (["tiny"] if "tiny" in (REPO / "configs" / name).read_text() else [])
+    for variant in variants:
+        config = config_lib.load_config(f"{REPO / 'configs' / name}:{variant}".rstrip(":"))
+        shapes = jax.eval_shape(build_task(config).init, jax.random.PRNGKey(0))
+        assert jax.tree.leaves(shapes), name
