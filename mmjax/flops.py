@@ -19,7 +19,7 @@ def encoder_forward_flops(seq: int, width: int, depth: int, mlp_dim: int) -> int
 
 def vit_forward_flops(cfg: Any) -> int:
     patches = (cfg.image_size // cfg.patch_size) ** 2
-    seq = patches + (1 if cfg.pool == "cls" else 0)
+    seq = patches + (1 if cfg.pool in ("cls", "cls_mean") else 0) + cfg.get("num_registers", 0)
     flops = 2 * patches * cfg.patch_size**2 * 3 * cfg.width  # patch embedding
     flops += encoder_forward_flops(seq, cfg.width, cfg.depth, cfg.mlp_dim)
     if cfg.pool == "map":  # one probe query: q/out projections, k/v over seq, scores, MLP

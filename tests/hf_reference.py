@@ -47,6 +47,15 @@ def to_torch(x: np.ndarray, nchw: bool = False):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x))
 
 
+def assert_same_state_dict(before: dict, after: dict, skip: tuple[str, ...] = ()) -> None:
+    """Two torch ``state_dict``s hold the same keys and bit-identical tensors (keys ending
+    in one of ``skip`` are not compared)."""
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if not (skip and key.endswith(skip)):
+            np.testing.assert_array_equal(after[key].numpy(), value.numpy(), err_msg=key)
+
+
 def max_diff(a, b) -> float:
     a = a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 import mmjax.hf
-from tests.hf_reference import FIXTURES, images, max_diff, text_batch, to_torch, torch_model
+from tests.hf_reference import (
+    FIXTURES,
+    assert_same_state_dict,
+    images,
+    max_diff,
+    text_batch,
+    to_torch,
+    torch_model,
+)
 
 CASES = [
     ("clip-pt", "CLIPModel"),
@@ -47,11 +55,7 @@ def test_roundtrip_through_transformers(tmp_path, name, cls):
     mmjax.hf.save(tmp_path, module, variables)
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == [cls]
     reloaded = torch_model(cls, tmp_path)
-    before, after = original.state_dict(), reloaded.state_dict()
-    assert before.keys() == after.keys()
-    for key, value in before.items():
-        if not key.endswith("num_batches_tracked"):
-            np.testing.assert_array_equal(after[key].numpy(), value.numpy(), err_msg=key)
+    assert_same_state_dict(original.state_dict(), reloaded.state_dict(), ("num_batches_tracked",))
     with torch.no_grad():
         assert max_diff(forward(original, cls), forward(reloaded, cls).numpy()) == 0.0
 

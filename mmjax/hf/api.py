@@ -14,7 +14,7 @@ import numpy as np
 
 from mmjax.hf import config_export, config_map, formats, keymap
 from mmjax.hf.hub import resolve
-from mmjax.hf.modules import HFBert, HFResNet, HFViT
+from mmjax.hf.modules import HFBert, HFResNet, HFVisionModel, HFViT
 from mmjax.models.towers import TwoTower
 
 HF_CONFIG = "hf_config.json"  # beside an orbax checkpoint written by `mmjax convert --hf`
@@ -48,7 +48,7 @@ def dummy_inputs(module: nn.Module) -> tuple[tuple, dict]:
         n = module.image.image_size
         ctx = module.text.context_length
         return (jnp.zeros((1, n, n, 3)), jnp.zeros((1, ctx), jnp.int32)), {}
-    if isinstance(module, HFViT):
+    if isinstance(module, HFViT | HFVisionModel):
         n = module.image.image_size
         return (jnp.zeros((1, n, n, 3)),), {}
     if isinstance(module, HFBert):

@@ -13,7 +13,7 @@ import flax.linen as nn
 
 from mmjax.hf.config_map import TEXT_FIELDS, VISION_FIELDS, ConfigMapError
 from mmjax.hf.keymap import KeyTable
-from mmjax.hf.modules import HFBert, HFResNet, HFViT
+from mmjax.hf.modules import HFBert, HFResNet, HFVisionModel, HFViT
 from mmjax.hf.tables.bert import bert_table
 from mmjax.hf.tables.clip import clip_table, siglip_table
 from mmjax.hf.tables.resnet import resnet_table
@@ -59,6 +59,19 @@ def _fields(module: nn.Module, fields: dict[str, str]) -> dict[str, Any]:
 
 
 def _vit_config(v: VisionTransformer) -> dict[str, Any]:
+    _require(
+        {
+            "no BEiT/DINOv2 options": (
+                v.key_bias
+                and v.layer_scale is None
+                and not (v.mlp_gated or v.rel_pos_layer or v.rel_pos_shared)
+                and v.num_registers == 0
+                and v.posemb_interp == "none"
+                and v.pool != "cls_mean"
+            )
+        },
+        "this ViT (save it as BEiT / DINOv2)",
+    )
     return dict(_fields(v, VISION_FIELDS), num_channels=3)
 
 
@@ -131,6 +144,10 @@ def hf_config(module: nn.Module) -> tuple[dict[str, Any], KeyTable, bool]:
     ``build``. Raises ``ConfigMapError`` naming the options transformers cannot express."""
     if isinstance(module, TwoTower):
         return _two_tower_config(module)
+    if isinstance(module, HFVisionModel):
+        from mmjax.hf import config_vision
+
+        return config_vision.export(module)
     if isinstance(module, HFViT):
         v = module.image
         _require(

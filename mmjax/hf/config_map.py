@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax.hf import config_vision
 from mmjax.hf.keymap import KeyTable
 from mmjax.hf.modules import HFBert, HFResNet, HFViT
 from mmjax.hf.tables.bert import bert_table
@@ -46,6 +47,7 @@ ARCHITECTURES = {
     "BertForMaskedLM": "bert",
     "ResNetModel": "resnet",
     "ResNetForImageClassification": "resnet",
+    **{arch: family for arch, (family, _) in config_vision.ARCHITECTURES.items()},
 }
 BASE_CLASS = {
     "clip": "CLIPModel",
@@ -53,6 +55,7 @@ BASE_CLASS = {
     "vit": "ViTModel",
     "bert": "BertModel",
     "resnet": "ResNetModel",
+    **config_vision.BASE_CLASS,
 }
 
 # transformers' defaults for keys that save_pretrained may leave out.
@@ -243,6 +246,8 @@ def build(
     if arch in ("CLIPModel", "SiglipModel"):
         table = siglip_table() if arch == "SiglipModel" else clip_table()
         return build_two_tower(model_config(cfg, dtype)), table
+    if arch in config_vision.ARCHITECTURES:
+        return config_vision.build(cfg, arch, dtype)
     num_labels = int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2)
     head = arch.endswith("ForImageClassification")
     has_pooler = not keys or any("pooler.dense" in k for k in keys)

@@ -107,3 +107,29 @@ class HFResNet(nn.Module):
             head = ClassifierHead(self.num_labels, self.dtype, name="head")
             result["logits"] = head(out["pooled"])
         return result
+
+
+class HFVisionModel(nn.Module):
+    """``BeitModel`` / ``BeitForImageClassification`` (``num_labels > 0``) / ``Dinov2Model`` /
+    ``Dinov2WithRegistersModel``, by ``family`` (``'beit'``, ``'dinov2'``,
+    ``'dinov2_with_registers'``): the ViT's outputs under transformers' names.
+
+    ``pixel_values`` ``[batch, H, W, C]`` -> ``last_hidden_state [batch, 1 + registers +
+    patches, width]``, ``pooler_output [batch, width]``, ``logits [batch, labels]``.
+    """
+
+    image: VisionTransformer
+    family: str
+    num_labels: int = 0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, pixel_values: jax.Array, *, deterministic: bool = True
+    ) -> dict[str, jax.Array]:
+        out = self.image(pixel_values, deterministic=deterministic)
+        result = {"last_hidden_state": out["tokens"], "pooler_output": out["pooled"]}
+        if self.num_labels:
+            head = ClassifierHead(self.num_labels, self.dtype, name="head")
+            result["logits"] = head(out["pooled"])
+        return result

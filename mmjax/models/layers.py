@@ -35,6 +35,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.relpos import RelativePositionBias
+
 Array = jax.Array
 Dtype = Any
 
@@ -156,7 +158,8 @@ class MultiHeadAttention(nn.Module):
     be used; an arbitrary boolean ``mask`` broadcastable to
     ``[batch, heads, q_len, kv_len]`` is also accepted (XLA kernel only).
     ``decode=True``: self-attention over a key/value cache, one position per call
-    (see the module docstring).
+    (see the module docstring). ``bias``: added to the attention logits, broadcastable to
+    ``[batch, heads, q_len, kv_len]`` (BEiT's relative position bias).
     """
 
     num_heads: int
@@ -167,6 +170,7 @@ class MultiHeadAttention(nn.Module):
     dtype: Dtype = jnp.float32
     implementation: str | None = None  # None (XLA), 'xla' or 'cudnn'
     decode: bool = False
+    key_bias: bool = True  # with qkv_bias: False drops only the key's bias (BEiT)
 
     @nn.compact
     def __call__(
@@ -178,6 +182,7 @@ class MultiHeadAttention(nn.Module):
         kv_lengths: Array | None = None,
         mask: Array | None = None,
         deterministic: bool = True,
+        bias: Array | None = None,
     ) -> Array:
         inputs_kv = inputs_q if inputs_kv is None else inputs_kv
         embed = inputs_q.shape[-1]
@@ -185,13 +190,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"embed dim {embed} is not divisible by num_heads {self.num_heads}")
         head_dim = self.head_dim or embed // self.num_heads
 
-        def proj(name: str, x: Array) -> Array:
-            return HeadsProjection(self.num_heads, head_dim, self.qkv_bias, self.dtype, name=name)(
-                x
-            )
+        def proj(name: str, x: Array, use_bias: bool = self.qkv_bias) -> Array:
+            return HeadsProjection(self.num_heads, head_dim, use_bias, self.dtype, name=name)(x)
 
         q = proj("query", inputs_q)
-        k = proj("key", inputs_kv)
+        k = proj("key", inputs_kv, self.qkv_bias and self.key_bias)
         v = proj("value", inputs_kv)
         q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "kv"))
         k = nn.with_logical_constraint(k, ("batch", "seq", "heads", "kv"))
@@ -208,6 +211,7 @@ class MultiHeadAttention(nn.Module):
             q,
             k,
             v,
+            bias=None if bias is None else bias.astype(q.dtype),
             mask=mask,
             is_causal=causal,
             key_value_seq_lengths=kv_lengths,
@@ -257,19 +261,26 @@ class Mlp(nn.Module):
     act: str = "gelu"
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
+    gated: bool = False  # GLU: act(wi_gate(x)) * wi(x) (SwiGLU with act='silu')
 
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
         embed = x.shape[-1]
-        h = nn.Dense(
-            self.mlp_dim,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-            name="wi",
-        )(x)
-        h = activation(self.act)(h)
+
+        def dense_in(name: str) -> Array:
+            return nn.Dense(
+                self.mlp_dim,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
+                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+                name=name,
+            )(x)
+
+        if self.gated:
+            h = activation(self.act)(dense_in("wi_gate")) * dense_in("wi")
+        else:
+            h = activation(self.act)(dense_in("wi"))
         h = nn.with_logical_constraint(h, ("batch", "seq", "mlp"))
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
         out = nn.Dense(
@@ -293,6 +304,12 @@ class TransformerBlock(nn.Module):
     decoders); ``context_mask`` bool ``[batch, ctx_len]`` marks its real tokens.
     ``decode=True`` caches the self-attention keys/values (one position per call); the
     cross-attention recomputes its keys/values from ``context`` every call.
+    ``bias`` (``[1 or batch, heads, seq, seq]``) is added to the self-attention logits;
+    ``rel_pos_grid=(h, w)`` adds this layer's own learned relative position bias
+    (``rel_pos_bias/table``; BEiT, for ``1 + h*w`` tokens, class token first).
+    ``layer_scale`` (pre-norm only) multiplies each branch by a learned per-channel scale
+    (``ls1``, ``ls2`` ``[embed]``, initialized to that value; CaiT / BEiT / DINOv2).
+    ``mlp_gated``: a GLU MLP (``Mlp.gated``); ``key_bias=False``: no bias on the keys.
     """
 
     num_heads: int
@@ -306,6 +323,10 @@ class TransformerBlock(nn.Module):
     attention_impl: str | None = None
     cross_attention: bool = False
     decode: bool = False
+    key_bias: bool = True
+    layer_scale: float | None = None
+    mlp_gated: bool = False
+    rel_pos_grid: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(
@@ -317,6 +338,7 @@ class TransformerBlock(nn.Module):
         deterministic: bool = True,
         context: Array | None = None,
         context_mask: Array | None = None,
+        bias: Array | None = None,
     ) -> Array:
         # Positional arguments allowed: nn.remat marks static ones (causal,
         # deterministic) by position.
@@ -327,26 +349,45 @@ class TransformerBlock(nn.Module):
             dtype=self.dtype,
             implementation=self.attention_impl,
             decode=self.decode,
+            key_bias=self.key_bias,
             name="attn",
         )
         mlp = Mlp(
-            self.mlp_dim, act=self.act, dropout_rate=self.dropout_rate, dtype=self.dtype, name="mlp"
+            self.mlp_dim,
+            act=self.act,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            gated=self.mlp_gated,
+            name="mlp",
         )
         ln1 = layer_norm(self.ln_eps, self.dtype, name="ln1")
         ln2 = layer_norm(self.ln_eps, self.dtype, name="ln2")
+        if self.rel_pos_grid is not None:
+            own = RelativePositionBias(self.rel_pos_grid, self.num_heads, name="rel_pos_bias")()
+            bias = own if bias is None else bias + own
         kw = dict(causal=causal, kv_lengths=kv_lengths, mask=mask, deterministic=deterministic)
+        kw.update(bias=bias)
         cross = self._cross_attention(context, context_mask, deterministic)
         if self.pre_norm:
-            x = x + attn(ln1(x), **kw)
+            x = x + self._scale("ls1", attn(ln1(x), **kw))
             if cross is not None:
                 x = x + cross[0](cross[1](x))
-            x = x + mlp(ln2(x), deterministic=deterministic)
+            x = x + self._scale("ls2", mlp(ln2(x), deterministic=deterministic))
         else:
+            if self.layer_scale is not None:
+                raise ValueError("layer_scale needs pre_norm=True")
             x = ln1(x + attn(x, **kw))
             if cross is not None:
                 x = cross[1](x + cross[0](x))
             x = ln2(x + mlp(x, deterministic=deterministic))
         return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+
+    def _scale(self, name: str, y: Array) -> Array:
+        """``y`` times the learned per-channel scale ``name`` ``[embed]`` (``layer_scale``)."""
+        if self.layer_scale is None:
+            return y
+        init = nn.with_logical_partitioning(nn.initializers.constant(self.layer_scale), ("embed",))
+        return y * self.param(name, init, (y.shape[-1],), jnp.float32).astype(self.dtype)
 
     def _cross_attention(
         self, context: Array | None, context_mask: Array | None, deterministic: bool
@@ -396,6 +437,10 @@ class Encoder(nn.Module):
     scan_layers: bool = False  # one scanned block, params stacked as [depth, ...] in 'layers'
     cross_attention: bool = False  # every block also attends to ``context``
     decode: bool = False  # self-attention over a key/value cache, one position per call
+    key_bias: bool = True  # TransformerBlock options (BEiT / DINOv2)
+    layer_scale: float | None = None
+    mlp_gated: bool = False
+    rel_pos_grid: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(
@@ -408,6 +453,7 @@ class Encoder(nn.Module):
         deterministic: bool = True,
         context: Array | None = None,
         context_mask: Array | None = None,
+        bias: Array | None = None,
     ) -> Array:
         x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "seq", "embed"))
         block_kw = dict(
@@ -422,6 +468,10 @@ class Encoder(nn.Module):
             attention_impl=self.attention_impl,
             cross_attention=self.cross_attention,
             decode=self.decode,
+            key_bias=self.key_bias,
+            layer_scale=self.layer_scale,
+            mlp_gated=self.mlp_gated,
+            rel_pos_grid=self.rel_pos_grid,
         )
         block = remat_block(self.remat)
         if self.scan_layers:
@@ -429,7 +479,7 @@ class Encoder(nn.Module):
                 ScanBlock,
                 variable_axes={"params": 0, "cache": 0},
                 split_rngs={"params": True, "dropout": True},
-                in_axes=(nn.broadcast,) * 4,
+                in_axes=(nn.broadcast,) * 5,
                 length=self.depth,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
@@ -439,11 +489,11 @@ class Encoder(nn.Module):
                 causal=causal,
                 deterministic=deterministic,
                 name="layers",
-            )(x, kv_lengths, mask, context, context_mask)
+            )(x, kv_lengths, mask, context, context_mask, bias)
             return x
         for i in range(self.depth):
             x = block(**block_kw, name=f"layer_{i}")(
-                x, causal, kv_lengths, mask, deterministic, context, context_mask
+                x, causal, kv_lengths, mask, deterministic, context, context_mask, bias
             )
         return x
 
@@ -456,7 +506,7 @@ REMAT_POLICIES: dict[str, Any] = {
 
 def remat_block(remat: str) -> Any:
     """``TransformerBlock`` (called ``(x, causal, kv_lengths, mask, deterministic, context,
-    context_mask)``),
+    context_mask, bias)``),
     wrapped in ``nn.remat`` with the named policy unless ``remat == 'none'``."""
     if remat == "none":
         return TransformerBlock
@@ -468,7 +518,7 @@ def remat_block(remat: str) -> Any:
 
 class ScanBlock(nn.Module):
     """One step of the scan over the layer stack:
-    ``(x, kv_lengths, mask, context, context_mask) -> (x, None)``."""
+    ``(x, kv_lengths, mask, context, context_mask, bias) -> (x, None)``."""
 
     block: Any
     block_kw: dict
@@ -483,8 +533,9 @@ class ScanBlock(nn.Module):
         mask: Array | None,
         context: Array | None = None,
         context_mask: Array | None = None,
+        bias: Array | None = None,
     ):
         x = self.block(**self.block_kw, name="block")(
-            x, self.causal, kv_lengths, mask, self.deterministic, context, context_mask
+            x, self.causal, kv_lengths, mask, self.deterministic, context, context_mask, bias
         )
         return x, None

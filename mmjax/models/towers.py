@@ -20,6 +20,15 @@ from mmjax.models.resnet import ResNet
 from mmjax.models.text import BertEncoder, CLIPTextTransformer
 from mmjax.models.vision import VisionTransformer
 
+BEIT_DINOV2_FIELDS = (
+    "key_bias",
+    "layer_scale",
+    "mlp_gated",
+    "rel_pos_layer",
+    "rel_pos_shared",
+    "num_registers",
+    "posemb_interp",
+)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -153,6 +162,7 @@ def build_image_encoder(
         dropout_rate=cfg.get("dropout_rate", 0.0),
         dtype=dtype,
         attention_impl=attention_impl,
+        **{k: cfg[k] for k in BEIT_DINOV2_FIELDS if k in cfg},  # see VisionTransformer
         **memory,
     )
 

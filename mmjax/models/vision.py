@@ -7,9 +7,13 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
+from mmjax.models.relpos import RelativePositionBias
+from mmjax.models.resize import MODES as RESIZE_MODES
+from mmjax.models.resize import resize_grid
 
-POOLS = ("cls", "mean", "map")
-POSEMBS = ("learn", "sincos2d")
+POOLS = ("cls", "mean", "map", "cls_mean")
+POSEMBS = ("learn", "sincos2d", "none")
+POSEMB_INTERPS = ("none", *RESIZE_MODES)
 
 
 def posemb_sincos_2d(h: int, w: int, width: int, temperature: float = 10_000.0) -> jax.Array:
@@ -67,6 +71,18 @@ class VisionTransformer(nn.Module):
     (Hugging Face ViT's layout) instead of normalizing only the pooled token (CLIP's).
     ``patch_bias`` / ``qkv_bias`` switch the patch-embedding and query/key/value biases;
     ``map_act`` is the MAP head's MLP activation.
+
+    BEiT / DINOv2 options (defaults leave the plain ViT unchanged): ``pool='cls_mean'``
+    keeps a class token but pools the LayerNorm of the mean patch token, tokens left
+    unnormalized (BEiT's ``use_mean_pooling``); ``posemb='none'`` has no absolute
+    positions; ``rel_pos_layer`` / ``rel_pos_shared`` add a learned relative position
+    bias to the attention logits in every layer, per layer (``encoder/layer_i/rel_pos_bias``)
+    or one for all layers (``rel_pos_bias``); ``layer_scale`` (init value), ``mlp_gated``
+    (SwiGLU with ``act='silu'``) and ``key_bias`` go to every block;
+    ``num_registers`` learned register tokens sit after the class token (no positions);
+    ``posemb_interp`` accepts images of other sizes and resizes the learned patch
+    positions as PyTorch does (``'bicubic'``: transformers' DINOv2, ``'bicubic_aa'``:
+    antialiased, DINOv2 with registers). Sequence: ``[cls, registers, patches]``.
     """
 
     image_size: int
@@ -89,6 +105,19 @@ class VisionTransformer(nn.Module):
     attention_impl: str | None = None
     remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
     scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
+    key_bias: bool = True
+    layer_scale: float | None = None
+    mlp_gated: bool = False
+    rel_pos_layer: bool = False
+    rel_pos_shared: bool = False
+    num_registers: int = 0
+    posemb_interp: str = "none"  # 'none' | 'bicubic' | 'bicubic_aa'
+
+    def grid(self) -> tuple[int, int]:
+        """The checkpoint's patch grid ``(h, w)`` (positions and relative biases are sized
+        for it)."""
+        side = self.image_size // self.patch_size
+        return side, side
 
     def num_patches(self) -> int:
         if self.image_size % self.patch_size:
@@ -101,7 +130,10 @@ class VisionTransformer(nn.Module):
     def __call__(self, images: jax.Array, *, deterministic: bool = True) -> dict[str, jax.Array]:
         if self.pool not in POOLS:
             raise ValueError(f"unknown pool {self.pool!r}; known: {POOLS}")
-        if images.shape[1:3] != (self.image_size, self.image_size):
+        if self.posemb_interp not in POSEMB_INTERPS:
+            raise ValueError(f"unknown posemb_interp {self.posemb_interp!r}; {POSEMB_INTERPS}")
+        any_size = self.posemb_interp != "none" and not (self.rel_pos_layer or self.rel_pos_shared)
+        if not any_size and images.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(
                 f"images are {images.shape[1:3]}, the model expects "
                 f"{(self.image_size, self.image_size)}"
@@ -128,7 +160,8 @@ class VisionTransformer(nn.Module):
         if self.posemb == "sincos2d":
             x = x + posemb_sincos_2d(grid_h, grid_w, self.width).astype(x.dtype)[None]
 
-        if self.pool == "cls":
+        has_cls = self.pool in ("cls", "cls_mean")
+        if has_cls:
             cls = self.param(
                 "cls_token",
                 nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
@@ -138,16 +171,24 @@ class VisionTransformer(nn.Module):
             cls = jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width))
             x = jnp.concatenate([cls, x], axis=1)
         if self.posemb == "learn":
-            pos = self.param(
-                "pos_embed",
-                nn.with_logical_partitioning(dense_init(self.width**-0.5), (None, "embed")),
-                (x.shape[1], self.width),
+            x = x + self._learned_posemb(int(has_cls), (grid_h, grid_w)).astype(x.dtype)[None]
+        if self.num_registers:
+            reg = self.param(
+                "registers",
+                nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
+                (self.num_registers, self.width),
                 jnp.float32,
             )
-            x = x + pos.astype(x.dtype)[None]
+            reg = jnp.broadcast_to(reg.astype(x.dtype), (batch, self.num_registers, self.width))
+            x = jnp.concatenate([x[:, : int(has_cls)], reg, x[:, int(has_cls) :]], axis=1)
         if self.pre_norm_embeddings:
             x = layer_norm(self.ln_eps, self.dtype, name="ln_pre")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        if (self.rel_pos_layer or self.rel_pos_shared) and (not has_cls or self.num_registers):
+            raise ValueError("relative position bias needs a class token and no registers")
+        bias = None
+        if self.rel_pos_shared:
+            bias = RelativePositionBias(self.grid(), self.num_heads, name="rel_pos_bias")()
 
         x = Encoder(
             depth=self.depth,
@@ -162,8 +203,12 @@ class VisionTransformer(nn.Module):
             attention_impl=self.attention_impl,
             remat=self.remat,
             scan_layers=self.scan_layers,
+            key_bias=self.key_bias,
+            layer_scale=self.layer_scale,
+            mlp_gated=self.mlp_gated,
+            rel_pos_grid=self.grid() if self.rel_pos_layer else None,
             name="encoder",
-        )(x, deterministic=deterministic)
+        )(x, deterministic=deterministic, bias=bias)
 
         if self.pool == "cls" and self.norm_tokens:
             tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
@@ -171,6 +216,10 @@ class VisionTransformer(nn.Module):
         elif self.pool == "cls":
             # CLIP normalizes only the pooled class token; tokens stay raw.
             pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x[:, 0])
+            tokens = x
+        elif self.pool == "cls_mean":  # BEiT: norm of the mean patch token
+            mean = jnp.mean(x[:, 1 + self.num_registers :], axis=1)
+            pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(mean)
             tokens = x
         else:
             tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
@@ -186,3 +235,18 @@ class VisionTransformer(nn.Module):
                     name="map",
                 )(tokens)
         return {"tokens": tokens, "pooled": pooled}
+
+    def _learned_posemb(self, prefix: int, grid: tuple[int, int]) -> jax.Array:
+        """``pos_embed`` ``[prefix + h * w, width]`` of the checkpoint's grid, its patch rows
+        resized to ``grid`` when the images have another size (``posemb_interp``)."""
+        native = self.grid()
+        pos = self.param(
+            "pos_embed",
+            nn.with_logical_partitioning(dense_init(self.width**-0.5), (None, "embed")),
+            (prefix + native[0] * native[1], self.width),
+            jnp.float32,
+        )
+        if grid == native:
+            return pos
+        patches = resize_grid(pos[prefix:].reshape(*native, self.width), grid, self.posemb_interp)
+        return jnp.concatenate([pos[:prefix], patches.reshape(-1, self.width)])

@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mmjax.hf.keymap import Rule
-from mmjax.hf.transforms import DENSE, HEADS_IN, HEADS_OUT, IDENTITY, RESHAPE, Transform
+from mmjax.hf.transforms import (
+    CONV,
+    DENSE,
+    HEADS_IN,
+    HEADS_OUT,
+    IDENTITY,
+    RESHAPE,
+    Reshape,
+    Transform,
+)
 
 
 def params(path: str) -> str:
@@ -31,6 +40,21 @@ def norm(hf: str, mm: str, base: bool = True) -> list[Rule]:
     return [
         Rule(f"{hf}.weight", params(f"{mm}/scale"), base=base),
         Rule(f"{hf}.bias", params(f"{mm}/bias"), base=base),
+    ]
+
+
+def vit_embeddings() -> list[Rule]:
+    """transformers' ViT-family ``embeddings.{cls_token, position_embeddings,
+    patch_embeddings.projection}`` <-> ``image/{cls_token, pos_embed, patch_embed}``."""
+    return [
+        Rule("embeddings.cls_token", params("image/cls_token"), Reshape(lead=2)),
+        Rule(
+            "embeddings.position_embeddings",
+            params("image/pos_embed"),
+            Reshape(lead=1),
+            posemb_prefix=1,
+        ),
+        *linear("embeddings.patch_embeddings.projection", "image/patch_embed", CONV),
     ]
 
 

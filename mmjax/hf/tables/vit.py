@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from mmjax.hf.keymap import KeyTable, Rule
-from mmjax.hf.tables.common import VIT_LAYER, encoder_layers, linear, norm, params
-from mmjax.hf.transforms import CONV, Reshape
+from mmjax.hf.keymap import KeyTable
+from mmjax.hf.tables.common import VIT_LAYER, encoder_layers, linear, norm, vit_embeddings
 
 
 def vit_table() -> KeyTable:
     """Base keys carry ``vit.`` in ``ViTForImageClassification`` checkpoints."""
     rules = [
-        Rule("embeddings.cls_token", params("image/cls_token"), Reshape(lead=2)),
-        Rule(
-            "embeddings.position_embeddings",
-            params("image/pos_embed"),
-            Reshape(lead=1),
-            posemb_prefix=1,
-        ),
-        *linear("embeddings.patch_embeddings.projection", "image/patch_embed", CONV),
+        *vit_embeddings(),
         *encoder_layers("encoder.layer", "image/encoder", VIT_LAYER),
         *norm("layernorm", "image/ln_post"),
         *linear("pooler.dense", "pooler/dense"),
