@@ -47,6 +47,21 @@ def to_torch(x: np.ndarray, nchw: bool = False):
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x))
 
 
+def write_random_checkpoint(directory: Path, cls: str, config_cls: str, config: dict) -> None:
+    """``save_pretrained`` of transformers' ``cls`` built from ``config_cls(**config)`` with
+    every parameter redrawn from N(0, 0.5^2) (seed 0): zero-initialized tables and tokens
+    would hide a wrong index or layout."""
+    transformers = require_transformers()
+    import torch
+
+    model = getattr(transformers, cls)(getattr(transformers, config_cls)(**config)).eval()
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.5 * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(directory)
+
+
 def assert_same_state_dict(before: dict, after: dict, skip: tuple[str, ...] = ()) -> None:
     """Two torch ``state_dict``s hold the same keys and bit-identical tensors (keys ending
     in one of ``skip`` are not compared)."""

@@ -23,6 +23,7 @@ from tests.hf_reference import (
     require_transformers,
     to_torch,
     torch_model,
+    write_random_checkpoint,
 )
 
 TOL = 1e-5
@@ -52,22 +53,10 @@ CONFIGS["Dinov2WithRegisters"] = "Dinov2WithRegistersConfig"
 
 
 def write_checkpoint(directory, cls: str, kwargs: dict) -> None:
-    transformers = require_transformers()
-    import torch
-
     family = cls.removesuffix("Model").removesuffix("ForImageClassification")
-    config = getattr(transformers, CONFIGS[family])(
-        **VISION,
-        num_attention_heads=4,
-        **({"intermediate_size": 24} if "Beit" in cls else {}),
-        **kwargs,
-    )
-    model = getattr(transformers, cls)(config).eval()
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(0.5 * torch.randn(p.shape, generator=gen))
-    model.save_pretrained(directory)
+    extra = {"intermediate_size": 24} if "Beit" in cls else {}
+    config = dict(VISION, num_attention_heads=4, **extra, **kwargs)
+    write_random_checkpoint(directory, cls, CONFIGS[family], config)
 
 
 @pytest.fixture(scope="module")
