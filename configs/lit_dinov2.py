@@ -1,7 +1,7 @@
 """LiT from a DINOv2 (or BEiT) checkpoint: the image tower is loaded from Hugging Face
 and locked, a text tower is trained from scratch against it on the synthetic data.
 
-    mmjax train --config configs/lit_dinov2.py:facebook/dinov2-small --workdir runs/lit_dinov2
+    mmjax train --config configs/lit_dinov2.py:facebook/dinov2-small,res=224 --workdir runs/lit
     mmjax train --config configs/lit_dinov2.py:/path/to/dinov2_dir,tiny --workdir /tmp/lit
 
 ``arg`` is ``DIR_OR_HUB_ID[,tiny][,res=N]``: a model directory (or a Hub id already in

@@ -86,7 +86,7 @@ def test_cli_info(capsys):
 
 
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
-NEEDS_ARG = {"clip_hf_finetune.py"}  # takes a Hugging Face model directory (tests/test_hf_*)
+NEEDS_ARG = {"clip_hf_finetune.py", "lit_dinov2.py"}  # take a Hugging Face model directory
 
 
 @pytest.mark.parametrize("name", [c for c in CONFIGS if c not in NEEDS_ARG])
