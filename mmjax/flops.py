@@ -21,7 +21,8 @@ def vit_forward_flops(cfg: Any) -> int:
     patches = (cfg.image_size // cfg.patch_size) ** 2
     seq = patches + (1 if cfg.pool in ("cls", "cls_mean") else 0) + cfg.get("num_registers", 0)
     flops = 2 * patches * cfg.patch_size**2 * 3 * cfg.width  # patch embedding
-    flops += encoder_forward_flops(seq, cfg.width, cfg.depth, cfg.mlp_dim)
+    mlp = cfg.mlp_dim * 3 // 2 if cfg.get("mlp_gated") else cfg.mlp_dim  # GLU: 3 matmuls
+    flops += encoder_forward_flops(seq, cfg.width, cfg.depth, mlp)
     if cfg.pool == "map":  # one probe query: q/out projections, k/v over seq, scores, MLP
         w = cfg.width
         flops += 4 * w * w + 4 * seq * w * w + 4 * seq * w + 4 * w * cfg.mlp_dim

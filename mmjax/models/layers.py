@@ -2,7 +2,8 @@
 
 Every encoder and decoder in mmjax (ViT, CLIP text, BERT, fusion encoders)
 builds on the modules here; the differences between them are options:
-pre- vs post-LayerNorm, causal masking, activation, QKV bias.
+pre- vs post-LayerNorm, causal masking, activation, QKV bias, and for BEiT / DINOv2
+an additive attention bias (relative positions), layer scale and a gated (SwiGLU) MLP.
 
 Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``,
 ``kv``, ``vocab``, ...) through ``nn.with_logical_partitioning`` and the main
