@@ -9,8 +9,6 @@ CLIP's and SigLIP's multi-device training. All math is fp32.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,16 +18,16 @@ def softmax_contrastive_loss(
     image: jax.Array,
     text: jax.Array,
     logit_scale: jax.Array,
-    max_logit_scale: float = math.log(100.0),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """CLIP's symmetric InfoNCE.
 
-    ``logit_scale`` is the log temperature, clipped at ``max_logit_scale``
-    (CLIP caps the temperature at 100). Returns ``(loss, metrics)``.
+    ``logit_scale`` is the log temperature, used as it is: CLIP's cap at log 100 is
+    applied to the parameter after each update (``mmjax.temperature``), not here, so
+    the gradient w.r.t. ``logit_scale`` never vanishes. Returns ``(loss, metrics)``.
     """
     image = image.astype(jnp.float32)
     text = text.astype(jnp.float32)
-    scale = jnp.exp(jnp.minimum(logit_scale, max_logit_scale))
+    scale = jnp.exp(logit_scale)
     logits = scale * image @ text.T  # [batch_img, batch_txt]
     labels = jnp.arange(logits.shape[0])
     i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -39,6 +39,7 @@ from mmjax.evaluate import bleu4, cider, cider_available, retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, weighted_cross_entropy
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
+from mmjax.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 
@@ -85,6 +86,7 @@ class CaptionTask:
                 f"{self.caption_weight} and {self.contrastive_weight}"
             )
         self.contrastive = self.contrastive_weight > 0
+        self.max_logit_scale = MAX_LOGIT_SCALE  # the train step clamps the param (CLIP)
         self.model = build_coca(config.model, self.contrastive)
         text = config.model.text
         self.context_length = text.context_length
