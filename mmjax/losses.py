@@ -64,6 +64,23 @@ def sigmoid_contrastive_loss(
     return loss, metrics
 
 
+def token_cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-position softmax cross-entropy and top-1 correctness (0/1), both fp32 ``[...]``,
+    of ``logits`` ``[..., classes]`` against integer ``labels`` ``[...]``."""
+    logits = logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return ce, correct
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """``sum(w * v) / sum(w)`` over every position (0 when every weight is 0). A sum over
+    all tokens of the batch, so it is the same whether computed on the batch or on the
+    concatenation of its micro-batches' values (exact gradient accumulation)."""
+    weights = weights.astype(jnp.float32)
+    return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), 1e-9)
+
+
 def weighted_cross_entropy(
     logits: jax.Array, labels: jax.Array, weights: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -74,12 +91,8 @@ def weighted_cross_entropy(
     (e.g. ``[batch, seq]`` masked-LM targets weighted 1 at masked tokens, or ``[pairs]``
     ITM labels weighted 1 on valid pairs). Both are 0 when every weight is 0. fp32.
     """
-    logits = logits.astype(jnp.float32)
-    weights = weights.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    total = jnp.maximum(jnp.sum(weights), 1e-9)
-    return jnp.sum(weights * ce) / total, jnp.sum(weights * correct) / total
+    ce, correct = token_cross_entropy(logits, labels)
+    return weighted_mean(ce, weights), weighted_mean(correct, weights)
 
 
 LOSSES = ("softmax", "sigmoid")

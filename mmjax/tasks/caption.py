@@ -36,7 +36,7 @@ from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
 from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
 from mmjax.data.transforms import BadRecord, ExampleFn, normalize_images
 from mmjax.evaluate import bleu4, cider, cider_available, retrieval_metrics
-from mmjax.losses import softmax_contrastive_loss, weighted_cross_entropy
+from mmjax.losses import softmax_contrastive_loss, token_cross_entropy, weighted_mean
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
 from mmjax.temperature import MAX_LOGIT_SCALE
@@ -142,9 +142,13 @@ class CaptionTask:
             {"params": rng}, normalize_images(b["image"], self.normalization), b["tokens"]
         )
 
-    def loss(
+    def forward(
         self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    ) -> dict[str, jax.Array]:
+        """Per-example outputs the loss needs: next-token ``token_ce``, ``token_correct``
+        and ``token_weight`` (1 at real targets) fp32 ``[batch, seq - 1]``, and when
+        contrastive ``image`` / ``text`` ``[batch, embed_dim]`` and ``logit_scale``.
+        Token losses rather than logits: the accumulator holds these for the whole batch."""
         out = self.model.apply(
             {"params": params},
             normalize_images(batch["image"], self.normalization),
@@ -152,9 +156,24 @@ class CaptionTask:
             deterministic=not train,
             rngs={"dropout": rng},
         )
-        caption_loss, token_acc = weighted_cross_entropy(
-            out["logits"][:, :-1], batch["tokens"][:, 1:], batch["padding_mask"][:, 1:]
-        )
+        ce, correct = token_cross_entropy(out["logits"][:, :-1], batch["tokens"][:, 1:])
+        result = {
+            "token_ce": ce,
+            "token_correct": correct,
+            "token_weight": batch["padding_mask"][:, 1:].astype(jnp.float32),
+        }
+        if self.contrastive:
+            result.update({k: out[k] for k in ("image", "text", "logit_scale")})
+        return result
+
+    def loss_from_outputs(
+        self, out: dict[str, jax.Array]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``caption_weight`` x the mean next-token CE over every real target of the batch
+        (a token-count-weighted sum, so micro-batches combine exactly) + ``contrastive_weight``
+        x InfoNCE over every pair of the batch."""
+        caption_loss = weighted_mean(out["token_ce"], out["token_weight"])
+        token_acc = weighted_mean(out["token_correct"], out["token_weight"])
         loss = self.caption_weight * caption_loss
         metrics = {"caption_loss": caption_loss, "token_acc": token_acc}
         if self.contrastive:
@@ -164,6 +183,11 @@ class CaptionTask:
             loss = loss + self.contrastive_weight * con_loss
             metrics.update(con_metrics, contrastive_loss=con_loss)
         return loss, metrics
+
+    def loss(
+        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return self.loss_from_outputs(self.forward(params, batch, rng, train))
 
     def generate(self, params: Any, images: jax.Array) -> dict[str, jax.Array]:
         """uint8 images ``[batch, H, W, 3]`` -> ``{'greedy', 'beam': int32 [batch,
