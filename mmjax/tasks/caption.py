@@ -10,9 +10,10 @@ contrastive text embedding at the EOS token.
 
 Eval (``embed`` under the train loop's ``jax.jit``; ``eval_metrics`` on the host): greedy and
 beam captions ``[batch, max_decode_len]`` are decoded with the tokenizer and scored
-against every reference of the image: corpus BLEU-4 (sacrebleu, as a fraction) and CIDEr-D
-(pycocoevalcap) for each, and recall@1/5 of the contrastive embeddings when trained with
-the contrastive loss. Each image is scored once (rows deduplicated by ``image_id``).
+against every reference of the image, both tokenized as COCO does (``caption_metrics``):
+corpus BLEU-4 (COCO's, as a fraction) and CIDEr-D (pycocoevalcap) for each, and
+recall@1/5 of the contrastive embeddings when trained with the contrastive loss. Each
+image is scored once (rows deduplicated by ``image_id``).
 References: for the synthetic source every caption the grammar gives the record's label
 (all ``TEMPLATES`` filled with ``COMBINATIONS[label]``), carried by the eval batch as
 ``references`` ``[batch, len(TEMPLATES), length]`` token rows; for real data (COCO-style
@@ -30,12 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.caption_metrics import bleu4, cider, cider_available
 from mmjax.config import ConfigError
 from mmjax.data.pipeline import default_example
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
 from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
 from mmjax.data.transforms import BadRecord, ExampleFn, normalize_images
-from mmjax.evaluate import bleu4, cider, cider_available, retrieval_metrics
+from mmjax.evaluate import retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, token_cross_entropy, weighted_mean
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
