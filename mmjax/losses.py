@@ -9,8 +9,6 @@ CLIP's and SigLIP's multi-device training. All math is fp32.
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -20,16 +18,16 @@ def softmax_contrastive_loss(
     image: jax.Array,
     text: jax.Array,
     logit_scale: jax.Array,
-    max_logit_scale: float = math.log(100.0),
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """CLIP's symmetric InfoNCE.
 
-    ``logit_scale`` is the log temperature, clipped at ``max_logit_scale``
-    (CLIP caps the temperature at 100). Returns ``(loss, metrics)``.
+    ``logit_scale`` is the log temperature, used as it is: CLIP's cap at log 100 is
+    applied to the parameter after each update (``mmjax.temperature``), not here, so
+    the gradient w.r.t. ``logit_scale`` never vanishes. Returns ``(loss, metrics)``.
     """
     image = image.astype(jnp.float32)
     text = text.astype(jnp.float32)
-    scale = jnp.exp(jnp.minimum(logit_scale, max_logit_scale))
+    scale = jnp.exp(logit_scale)
     logits = scale * image @ text.T  # [batch_img, batch_txt]
     labels = jnp.arange(logits.shape[0])
     i2t = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -66,6 +64,23 @@ def sigmoid_contrastive_loss(
     return loss, metrics
 
 
+def token_cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-position softmax cross-entropy and top-1 correctness (0/1), both fp32 ``[...]``,
+    of ``logits`` ``[..., classes]`` against integer ``labels`` ``[...]``."""
+    logits = logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return ce, correct
+
+
+def weighted_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
+    """``sum(w * v) / sum(w)`` over every position (0 when every weight is 0). A sum over
+    all tokens of the batch, so it is the same whether computed on the batch or on the
+    concatenation of its micro-batches' values (exact gradient accumulation)."""
+    weights = weights.astype(jnp.float32)
+    return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), 1e-9)
+
+
 def weighted_cross_entropy(
     logits: jax.Array, labels: jax.Array, weights: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
@@ -76,12 +91,8 @@ def weighted_cross_entropy(
     (e.g. ``[batch, seq]`` masked-LM targets weighted 1 at masked tokens, or ``[pairs]``
     ITM labels weighted 1 on valid pairs). Both are 0 when every weight is 0. fp32.
     """
-    logits = logits.astype(jnp.float32)
-    weights = weights.astype(jnp.float32)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    total = jnp.maximum(jnp.sum(weights), 1e-9)
-    return jnp.sum(weights * ce) / total, jnp.sum(weights * correct) / total
+    ce, correct = token_cross_entropy(logits, labels)
+    return weighted_mean(ce, weights), weighted_mean(correct, weights)
 
 
 LOSSES = ("softmax", "sigmoid")

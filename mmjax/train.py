@@ -40,6 +40,7 @@ from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
 from mmjax.tasks import build_task
+from mmjax.temperature import clamp_logit_scale
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -125,7 +126,10 @@ def make_train_step(
     A step whose loss or gradients are not finite keeps the old params, optimizer state
     and EMA (the step counter and RNG still advance) and reports ``nonfinite = 1``.
     ``debug_nan_step = k`` makes step ``k``'s loss and gradients NaN (fault injection).
+    A task with a ``max_logit_scale`` (not None) gets its ``logit_scale`` params clamped
+    into ``[0, max_logit_scale]`` after each update (``mmjax.temperature``).
     """
+    max_logit_scale = getattr(task, "max_logit_scale", None)
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
         rng, step_rng = jax.random.split(state.rng)
@@ -139,6 +143,8 @@ def make_train_step(
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if max_logit_scale is not None:
+            params = clamp_logit_scale(params, max_logit_scale)
         ema = ema_update(state.ema, params, ema_decay) if ema_decay else state.ema
         # A non-finite step leaves the state as it was (selects, so no NaN leaks through).
         params, opt_state, ema = jax.tree.map(
@@ -212,6 +218,9 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             f"config.optim.accum_steps ({accum_steps}) must be >= 1 and divide "
             f"train.batch_size ({config.train.batch_size})"
         )
+    inexact = getattr(task, "inexact_accumulation", None)
+    if accum_steps > 1 and inexact and jax.process_index() == 0:
+        print(f"warning: optim.accum_steps={accum_steps} is not exact for this task: {inexact}")
     ema_decay = float(config.optim.get("ema_decay", 0.0) or 0.0)
     if not 0.0 <= ema_decay < 1.0:
         raise config_lib.ConfigError(f"config.optim.ema_decay must be in [0, 1), got {ema_decay}")

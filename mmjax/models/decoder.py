@@ -143,8 +143,12 @@ class CaptionDecoder(nn.Module):
 
 
 class AttentionalPooler(nn.Module):
-    """CoCa's attentional pooler: ``num_queries`` learned queries attend to the image
-    tokens, then a LayerNorm. ``[batch, seq, embed]`` -> ``[batch, num_queries, embed]``."""
+    """CoCa's attentional pooler, as open_clip's ``AttentionalPooler``: ``num_queries``
+    learned queries, LayerNormed (``ln_q``), attend to the LayerNormed image tokens
+    (``ln_k``); then a LayerNorm (``ln``, open_clip's ``ln_post`` that follows its pooler).
+    ``[batch, seq, embed]`` -> ``[batch, num_queries, embed]``. With the same weights
+    (``attn`` = ``nn.MultiheadAttention``'s in/out projections split by head) it computes
+    open_clip's ``ln_post(attn_pool(x))``, so an open_clip CoCa's pooler can be ported."""
 
     num_queries: int
     num_heads: int
@@ -160,8 +164,10 @@ class AttentionalPooler(nn.Module):
             (self.num_queries, width),
             jnp.float32,
         )
-        queries = jnp.broadcast_to(queries.astype(self.dtype), (tokens.shape[0], *queries.shape))
-        pooled = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, tokens)
+        queries = layer_norm(self.ln_eps, self.dtype, name="ln_q")(queries.astype(self.dtype))
+        queries = jnp.broadcast_to(queries, (tokens.shape[0], *queries.shape))
+        keys = layer_norm(self.ln_eps, self.dtype, name="ln_k")(tokens)
+        pooled = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, keys)
         return layer_norm(self.ln_eps, self.dtype, name="ln")(pooled)
 
 

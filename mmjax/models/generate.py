@@ -9,7 +9,8 @@ The model enters as ``step_fn(cache, tokens) -> (logits, cache)``: ``tokens`` in
 one, and ``cache`` is any pytree (a Flax ``'cache'`` collection). Outputs are
 ``[batch, max_len]`` int32 ids that start with ``bos_id``; positions after ``eos_id``
 hold ``pad_id``. ``pad_id`` is never generated (it would be indistinguishable from
-padding). A sequence that emits no EOS stops at ``max_len`` (as training truncates).
+padding) unless it is ``eos_id``. A sequence that emits no EOS stops at ``max_len`` (as
+training truncates).
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def cached_step(
     return step, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
 
-def _next_log_probs(logits: jax.Array, pad_id: int) -> jax.Array:
-    """fp32 log-softmax ``[..., vocab]`` over every token but ``pad_id`` (ruled out)."""
-    logits = logits.astype(jnp.float32).at[..., pad_id].set(NEG_INF)
+def _next_log_probs(logits: jax.Array, pad_id: int, eos_id: int) -> jax.Array:
+    """fp32 log-softmax ``[..., vocab]`` over every token but ``pad_id`` (ruled out), unless
+    the pad token is EOS (CLIP-style tokenizers pad with EOS): EOS must stay possible."""
+    logits = logits.astype(jnp.float32)
+    if pad_id != eos_id:
+        logits = logits.at[..., pad_id].set(NEG_INF)
     return jax.nn.log_softmax(logits, axis=-1)
 
 
@@ -77,7 +81,7 @@ def greedy(
     def body(state: tuple) -> tuple:
         i, ids, cache, done, score = state
         logits, cache = step_fn(cache, jax.lax.dynamic_index_in_dim(ids, i, 1, keepdims=False))
-        logp = _next_log_probs(logits, pad_id)  # [batch, vocab]
+        logp = _next_log_probs(logits, pad_id, eos_id)  # [batch, vocab]
         token = jnp.argmax(logp, axis=-1).astype(jnp.int32)
         token_logp = jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
         token = jnp.where(done, pad_id, token)
@@ -91,7 +95,7 @@ def greedy(
 
 def length_penalty(lengths: jax.Array, alpha: float) -> jax.Array:
     """GNMT's ``((5 + length) / 6) ** alpha`` (Wu et al. 2016); 1 when ``alpha == 0``."""
-    return ((5.0 + lengths.astype(jnp.float32)) / 6.0) ** alpha
+    return ((5.0 + jnp.asarray(lengths, jnp.float32)) / 6.0) ** alpha
 
 
 def gather_beams(tree: Any, beams: jax.Array, batch_axis: int = 0) -> Any:
@@ -124,19 +128,27 @@ def beam_search(
     alpha: float = 0.0,
     cache_batch_axis: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
-    """Beam search: ``(ids [batch, max_len], log_prob [batch])`` of the best beam.
+    """Beam search: ``(ids [batch, max_len], log_prob [batch])`` of the best hypothesis.
 
     ``cache`` holds ``batch_size * beam_size`` rows (example-major) on ``cache_batch_axis``
     (1 for a scanned layer stack, whose cache leaves are ``[layers, rows, ...]``).
 
-    Each step expands every live beam by every token and keeps the ``beam_size`` best
-    candidates by cumulative log-prob; a finished beam stays in the running with its
-    score (its only continuation is ``pad_id`` at no cost), so the search keeps the
-    top-k sequences by log-prob, finished or not. Caches are reordered by the chosen
-    beams. At the end the best of the final beams is the one with the highest
-    ``log_prob / length_penalty(length, alpha)`` (GNMT; ``alpha=0``: plain log-prob;
-    ``length`` counts generated tokens, EOS included). With ``beam_size=1`` this is
-    exactly ``greedy``.
+    The standard algorithm (transformers' Flax ``_beam_search``, after Flax's WMT
+    example): ``k = beam_size`` running beams and, apart from them, the ``k`` best
+    finished hypotheses. Each step takes the top ``2k`` expansions of the running beams by
+    cumulative log-prob (so ``k`` survive even if ``k`` of them end here); those ending in
+    EOS (or reaching ``max_len``, where every candidate ends, as greedy truncates) enter
+    the finished set scored ``log_prob / length_penalty(length, alpha)`` (GNMT; ``length``
+    counts generated tokens, EOS included; ``alpha=0``: plain log-prob), the best ``k``
+    that did not end become the running beams, and the caches are reordered by them. The
+    loop stops early once no running beam can still beat the worst finished hypothesis:
+    log-probs only fall, so a beam's best reachable score is its log-prob over the largest
+    penalty of the lengths it can still reach (an exact bound, for any ``alpha``). The
+    result is the best finished hypothesis and its (unpenalized) log-prob. With
+    ``beam_size=1`` the running beam follows greedy's path and the best hypothesis that
+    ended on the way is kept too, so the result scores at least greedy's; with
+    ``beam_size`` at least the number of distinct prefixes it is exhaustive search. No
+    width in between guarantees a score >= greedy's: the greedy prefix can be pruned.
     """
     b, k = batch_size, beam_size
     ids = jnp.full((b, k, max_len), pad_id, jnp.int32).at[:, :, 0].set(bos_id)
@@ -145,35 +157,52 @@ def beam_search(
     state = (
         jnp.zeros((), jnp.int32),
         ids,
-        cache,
-        jnp.zeros((b, k), bool),
         scores.astype(jnp.float32),
-        jnp.zeros((b, k), jnp.int32),
+        cache,
+        ids,  # finished hypotheses
+        jnp.full((b, k), NEG_INF, jnp.float32),  # their penalized scores
+        jnp.full((b, k), NEG_INF, jnp.float32),  # their log-probs
     )
 
+    def best_reachable(i: jax.Array, scores: jax.Array) -> jax.Array:
+        """Upper bound on the penalized score of any hypothesis grown from ``scores``
+        (running log-probs <= 0) whose next token lands at position ``i + 1``."""
+        most = jnp.maximum(length_penalty(i + 1, alpha), length_penalty(max_len - 1, alpha))
+        return scores / most
+
     def cond(state: tuple) -> jax.Array:
-        i, _, _, done, _, _ = state
-        return (i < max_len - 1) & ~jnp.all(done)
+        i, _, scores, _, _, fin_scores, _ = state
+        alive = scores[:, 0] > NEG_INF / 2  # top_k keeps the running beams sorted
+        # An unfilled finished slot (NEG_INF) can always be improved on.
+        improvable = best_reachable(i, scores[:, 0]) > fin_scores[:, -1]
+        return (i < max_len - 1) & jnp.any(alive & improvable)
 
     def body(state: tuple) -> tuple:
-        i, ids, cache, done, scores, lengths = state
+        i, ids, scores, cache, fin_ids, fin_scores, fin_logp = state
         current = jax.lax.dynamic_index_in_dim(ids, i, 2, keepdims=False)  # [b, k]
         logits, cache = step_fn(cache, current.reshape(b * k))
-        logp = _next_log_probs(logits, pad_id).reshape(b, k, -1)  # [b, k, vocab]
+        logp = _next_log_probs(logits, pad_id, eos_id).reshape(b, k, -1)  # [b, k, vocab]
         vocab = logp.shape[-1]
-        only_pad = jnp.where(jnp.arange(vocab) == pad_id, 0.0, NEG_INF)
-        logp = jnp.where(done[..., None], only_pad, logp)
         candidates = (scores[..., None] + logp).reshape(b, k * vocab)
-        scores, flat = jax.lax.top_k(candidates, k)  # [b, k]
+        top, flat = jax.lax.top_k(candidates, min(2 * k, k * vocab))  # [b, 2k]
         beams, token = flat // vocab, (flat % vocab).astype(jnp.int32)
-        ids = jnp.take_along_axis(ids, beams[..., None], axis=1)
-        ids = jax.lax.dynamic_update_slice(ids, token[..., None], (0, 0, i + 1))
-        was_done = jnp.take_along_axis(done, beams, axis=1)
-        lengths = jnp.take_along_axis(lengths, beams, axis=1) + (~was_done).astype(jnp.int32)
-        cache = gather_beams(cache, beams, cache_batch_axis)
-        return i + 1, ids, cache, was_done | (token == eos_id), scores, lengths
+        seqs = jnp.take_along_axis(ids, beams[..., None], axis=1)
+        seqs = jax.lax.dynamic_update_slice(seqs, token[..., None], (0, 0, i + 1))
+        ends = (token == eos_id) | (i + 1 == max_len - 1)
+        # Running beams: the best k candidates that did not end.
+        scores, pick = jax.lax.top_k(jnp.where(ends, NEG_INF, top), k)
+        ids = jnp.take_along_axis(seqs, pick[..., None], axis=1)
+        cache = gather_beams(cache, jnp.take_along_axis(beams, pick, axis=1), cache_batch_axis)
+        # Finished: the best k of the old ones and the candidates that just ended.
+        valid = ends & (top > NEG_INF / 2)
+        penalized = jnp.where(valid, top / length_penalty(i + 1, alpha), NEG_INF)
+        merged = jnp.concatenate([fin_scores, penalized], axis=1)
+        fin_scores, keep = jax.lax.top_k(merged, k)
+        fin_logp = jnp.take_along_axis(jnp.concatenate([fin_logp, top], axis=1), keep, axis=1)
+        fin_ids = jnp.take_along_axis(
+            jnp.concatenate([fin_ids, seqs], axis=1), keep[..., None], axis=1
+        )
+        return i + 1, ids, scores, cache, fin_ids, fin_scores, fin_logp
 
-    _, ids, _, _, scores, lengths = jax.lax.while_loop(cond, body, state)
-    best = jnp.argmax(scores / length_penalty(lengths, alpha), axis=1)  # [b]
-    best_ids = jnp.take_along_axis(ids, best[:, None, None], axis=1)[:, 0]
-    return best_ids, jnp.take_along_axis(scores, best[:, None], axis=1)[:, 0]
+    _, _, _, _, fin_ids, _, fin_logp = jax.lax.while_loop(cond, body, state)
+    return fin_ids[:, 0], fin_logp[:, 0]  # top_k keeps the finished set sorted

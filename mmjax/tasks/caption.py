@@ -10,9 +10,10 @@ contrastive text embedding at the EOS token.
 
 Eval (``embed`` under the train loop's ``jax.jit``; ``eval_metrics`` on the host): greedy and
 beam captions ``[batch, max_decode_len]`` are decoded with the tokenizer and scored
-against every reference of the image: corpus BLEU-4 (sacrebleu, as a fraction) and CIDEr-D
-(pycocoevalcap) for each, and recall@1/5 of the contrastive embeddings when trained with
-the contrastive loss. Each image is scored once (rows deduplicated by ``image_id``).
+against every reference of the image, both tokenized as COCO does (``caption_metrics``):
+corpus BLEU-4 (COCO's, as a fraction) and CIDEr-D (pycocoevalcap) for each, and
+recall@1/5 of the contrastive embeddings when trained with the contrastive loss. Each
+image is scored once (rows deduplicated by ``image_id``).
 References: for the synthetic source every caption the grammar gives the record's label
 (all ``TEMPLATES`` filled with ``COMBINATIONS[label]``), carried by the eval batch as
 ``references`` ``[batch, len(TEMPLATES), length]`` token rows; for real data (COCO-style
@@ -30,15 +31,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.caption_metrics import bleu4, cider, cider_available
 from mmjax.config import ConfigError
 from mmjax.data.pipeline import default_example
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
 from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
 from mmjax.data.transforms import BadRecord, ExampleFn, normalize_images
-from mmjax.evaluate import bleu4, cider, cider_available, retrieval_metrics
-from mmjax.losses import softmax_contrastive_loss, weighted_cross_entropy
+from mmjax.evaluate import retrieval_metrics
+from mmjax.losses import softmax_contrastive_loss, token_cross_entropy, weighted_mean
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
+from mmjax.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 
@@ -85,6 +88,7 @@ class CaptionTask:
                 f"{self.caption_weight} and {self.contrastive_weight}"
             )
         self.contrastive = self.contrastive_weight > 0
+        self.max_logit_scale = MAX_LOGIT_SCALE  # the train step clamps the param (CLIP)
         self.model = build_coca(config.model, self.contrastive)
         text = config.model.text
         self.context_length = text.context_length
@@ -140,9 +144,13 @@ class CaptionTask:
             {"params": rng}, normalize_images(b["image"], self.normalization), b["tokens"]
         )
 
-    def loss(
+    def forward(
         self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    ) -> dict[str, jax.Array]:
+        """Per-example outputs the loss needs: next-token ``token_ce``, ``token_correct``
+        and ``token_weight`` (1 at real targets) fp32 ``[batch, seq - 1]``, and when
+        contrastive ``image`` / ``text`` ``[batch, embed_dim]`` and ``logit_scale``.
+        Token losses rather than logits: the accumulator holds these for the whole batch."""
         out = self.model.apply(
             {"params": params},
             normalize_images(batch["image"], self.normalization),
@@ -150,9 +158,24 @@ class CaptionTask:
             deterministic=not train,
             rngs={"dropout": rng},
         )
-        caption_loss, token_acc = weighted_cross_entropy(
-            out["logits"][:, :-1], batch["tokens"][:, 1:], batch["padding_mask"][:, 1:]
-        )
+        ce, correct = token_cross_entropy(out["logits"][:, :-1], batch["tokens"][:, 1:])
+        result = {
+            "token_ce": ce,
+            "token_correct": correct,
+            "token_weight": batch["padding_mask"][:, 1:].astype(jnp.float32),
+        }
+        if self.contrastive:
+            result.update({k: out[k] for k in ("image", "text", "logit_scale")})
+        return result
+
+    def loss_from_outputs(
+        self, out: dict[str, jax.Array]
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """``caption_weight`` x the mean next-token CE over every real target of the batch
+        (a token-count-weighted sum, so micro-batches combine exactly) + ``contrastive_weight``
+        x InfoNCE over every pair of the batch."""
+        caption_loss = weighted_mean(out["token_ce"], out["token_weight"])
+        token_acc = weighted_mean(out["token_correct"], out["token_weight"])
         loss = self.caption_weight * caption_loss
         metrics = {"caption_loss": caption_loss, "token_acc": token_acc}
         if self.contrastive:
@@ -162,6 +185,11 @@ class CaptionTask:
             loss = loss + self.contrastive_weight * con_loss
             metrics.update(con_metrics, contrastive_loss=con_loss)
         return loss, metrics
+
+    def loss(
+        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        return self.loss_from_outputs(self.forward(params, batch, rng, train))
 
     def generate(self, params: Any, images: jax.Array) -> dict[str, jax.Array]:
         """uint8 images ``[batch, H, W, 3]`` -> ``{'greedy', 'beam': int32 [batch,

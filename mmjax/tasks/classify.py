@@ -46,11 +46,12 @@ from mmjax.data import synthetic_tasks
 from mmjax.data.augment import make_image_fn
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import BadRecord, ImageFn, normalize_images, record_caption, record_image
-from mmjax.evaluate import normalize_answer, vqa_accuracy, vqa_answer_scores, zeroshot_accuracy
+from mmjax.evaluate import zeroshot_accuracy
 from mmjax.models.fused import build_fused_model
 from mmjax.models.heads import ClassifierHead, dense
 from mmjax.models.layers import Dtype, activation, layer_norm
 from mmjax.models.towers import build_image_encoder, build_text_encoder, dtype_from_name
+from mmjax.vqa_metrics import normalize_answer, vqa_accuracy, vqa_answer_scores
 
 Batch = dict[str, jax.Array]
 TARGETS = ("vqa", "match", "label")

@@ -13,6 +13,7 @@ from mmjax.evaluate import retrieval_metrics, zeroshot_accuracy
 from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
 from mmjax.models.towers import build_two_tower, l2_normalize
 from mmjax.tasks.zeroshot import ZeroShotPrompts
+from mmjax.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 
@@ -28,6 +29,9 @@ class ContrastiveTask:
         if config.task.loss not in LOSSES:
             raise ValueError(f"config.task.loss: unknown {config.task.loss!r}; known: {LOSSES}")
         self.loss_kind = config.task.loss
+        # CLIP/open_clip clamp the softmax temperature's parameter at log 100 after each
+        # update; big_vision's SigLIP leaves its sigmoid temperature unclamped.
+        self.max_logit_scale = MAX_LOGIT_SCALE if self.loss_kind == "softmax" else None
         self.model = build_two_tower(config.model)
         self.normalization = config.data.normalization
         self.image_size = config.model.image.image_size

@@ -42,6 +42,7 @@ from mmjax.models.fused import FusedModel, build_fused_model
 from mmjax.models.heads import ClassifierHead, MLMHead, dense
 from mmjax.models.towers import l2_normalize
 from mmjax.tasks.contrastive import ContrastiveTask
+from mmjax.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 LOSS_NAMES = ("itc", "itm", "mlm")
@@ -342,6 +343,13 @@ class ITMMLMTask:
 
     # The same image-text batch as the contrastive task (reads image_size / context_length).
     dummy_batch = ContrastiveTask.dummy_batch
+    # The train step clamps the ITC temperature's param at log 100 (CLIP, ALBEF's cap).
+    max_logit_scale = MAX_LOGIT_SCALE
+    # Why optim.accum_steps > 1 is not the full batch's update (the train loop warns).
+    inexact_accumulation = (
+        "ITM hard negatives are sampled within each micro-batch and the ITC/ITM/MLM losses "
+        "are averaged over micro-batches, so the update differs from the full batch's"
+    )
 
     def init(self, rng: jax.Array) -> Any:
         """Boxed (logically partitioned) variables."""
