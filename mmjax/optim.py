@@ -4,7 +4,8 @@
 the preconditioner is Adam (``adamw``), Lion (``lion``) or factored RMS (``adafactor``),
 and ``scale_by_plan`` applies decoupled weight decay and the learning rate per param,
 ``u <- -lr_p(step) * (u + wd_p * p)``, with ``lr_p`` the param's schedule (its rule's
-own or ``config.optim``'s) times its multiplier (rule ``lr_mult`` x LLRD) and ``wd_p``
+own or ``config.optim``'s) times its multiplier (rule ``lr_mult`` x LLRD; for params stacked
+by ``scan_layers`` a vector along the leading layers axis) and ``wd_p``
 its rule's weight decay (0 where the decay mask is off). For one rule with multiplier 1
 this is exactly ``optax.adamw(schedule, ..., mask=...)``. The transform only ever sees
 the trainable subtree, so frozen params have no optimizer state.
@@ -75,8 +76,11 @@ def scale_by_plan(
                 if path not in flat_p:
                     raise ValueError("scale_by_plan needs params for weight decay")
                 u = u + wd * flat_p[path]
-            step_size = step_sizes[plan.schedule_rule(path)] * plan.lr_mult[path]
-            out[path] = jnp.array(step_size, dtype=u.dtype) * u
+            mult = plan.lr_mult[path]
+            if isinstance(mult, tuple):  # stacked layers [depth, ...]: one multiplier per layer
+                mult = jnp.asarray(mult, jnp.float32).reshape((-1,) + (1,) * (u.ndim - 1))
+            step_size = step_sizes[plan.schedule_rule(path)] * mult
+            out[path] = jnp.asarray(step_size, dtype=u.dtype) * u
         return unflat_params(out), optax.ScaleByScheduleState(
             count=optax.safe_increment(state.count)
         )

@@ -41,7 +41,13 @@ EMBEDDING_NAMES = frozenset(
     {"patch_embed", "pos_embed", "cls_token", "token_embed", "word_embed", "type_embed"}
     | {"ln_pre", "ln_embed"}
 )
-_LAYER = re.compile(r"(?P<tower>[^/]+)/encoder/layer_(?P<index>\d+)/.*")
+# A tower's own layer stack: ``TOWER/encoder/layer_<i>/`` (unrolled) or ``TOWER/encoder/layers/``
+# (``scan_layers``: params stacked on a leading ``[depth]`` axis); the CoCa decoder's unimodal
+# (text) layers are ``decoder/unimodal/...``. Only towers with an embedding stage count (so a
+# fusion encoder, which has none, and CoCa's multimodal layers train at the heads' rate).
+_LAYER = re.compile(
+    r"(?P<tower>[^/]+)/(?:encoder|unimodal)/(?:layer_(?P<index>\d+)|(?P<stacked>layers))/.*"
+)
 
 
 def flat_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,21 +71,37 @@ def default_decays(path: str, shape: Sequence[int]) -> bool:
     return len(shape) >= 2 and path.split("/")[-1] not in NO_DECAY_NAMES
 
 
-def llrd_multipliers(paths: Sequence[str], decay: float) -> dict[str, float]:
-    """Layer-wise LR decay per tower: ``decay ** (L - i)`` for ``TOWER/encoder/layer_i/``
-    (``L`` layers in that tower), ``decay ** (L + 1)`` for the tower's embeddings
-    (``EMBEDDING_NAMES``), 1 for everything else (final norms, pooling, projections, heads)."""
+def llrd_multipliers(
+    shapes: Mapping[str, Sequence[int]], decay: float
+) -> dict[str, float | tuple[float, ...]]:
+    """Layer-wise LR decay per tower: ``decay ** (L - i)`` for layer ``i`` of a tower's ``L``
+    layers, ``decay ** (L + 1)`` for its embeddings (``EMBEDDING_NAMES``), 1 for everything
+    else (final norms, pooling, projections, heads, fusion encoders, CoCa's multimodal layers).
+
+    A tower is a top-level module with an embedding stage and a layer stack (``_LAYER``). A
+    stacked (``scan_layers``) param ``[depth, ...]`` gets a tuple of ``depth`` multipliers,
+    one per slice of its leading axis, equal to the unrolled ``layer_<i>``'s; ``L`` is then
+    the leading axis's size.
+    """
+    towers = {
+        p.split("/")[0] for p in shapes if p.count("/") and p.split("/")[1] in EMBEDDING_NAMES
+    }
     depth: dict[str, int] = {}
-    for path in paths:
+    for path, shape in shapes.items():
         m = _LAYER.fullmatch(path)
-        if m:
-            depth[m["tower"]] = max(depth.get(m["tower"], 0), int(m["index"]) + 1)
-    mult = {}
-    for path in paths:
+        if m and m["tower"] in towers:
+            n = int(shape[0]) if m["stacked"] else int(m["index"]) + 1
+            depth[m["tower"]] = max(depth.get(m["tower"], 0), n)
+    mult: dict[str, float | tuple[float, ...]] = {}
+    for path, shape in shapes.items():
         parts = path.split("/")
         m = _LAYER.fullmatch(path)
-        if m:
-            mult[path] = decay ** (depth[m["tower"]] - int(m["index"]))
+        if m and m["tower"] in depth:
+            n = depth[m["tower"]]
+            if m["stacked"]:
+                mult[path] = tuple(decay ** (n - i) for i in range(int(shape[0])))
+            else:
+                mult[path] = decay ** (n - int(m["index"]))
         elif len(parts) > 1 and parts[0] in depth and parts[1] in EMBEDDING_NAMES:
             mult[path] = decay ** (depth[parts[0]] + 1)
         else:
@@ -94,7 +116,9 @@ class ParamPlan:
     rules: tuple[tuple[str, dict | None], ...]
     shapes: dict[str, tuple[int, ...]]
     rule_of: dict[str, int]  # path -> index of the rule that covers it
-    lr_mult: dict[str, float]  # trainable paths only (rule lr_mult x LLRD)
+    # trainable paths only (rule lr_mult x LLRD); a stacked (scan_layers) param's is a tuple,
+    # one multiplier per slice of its leading layers axis
+    lr_mult: dict[str, float | tuple[float, ...]]
     weight_decay: dict[str, float]  # trainable paths only (0 = no decay)
 
     @property
@@ -210,14 +234,22 @@ def make_param_plan(optim_cfg: Any, shapes: Mapping[str, Sequence[int]]) -> Para
     llrd = float(optim_cfg.get("llrd", 1.0) or 1.0)
     if not 0.0 < llrd <= 1.0:
         raise ValueError(f"config.optim.llrd must be in (0, 1] (1 = off), got {llrd}")
-    layer_mult = llrd_multipliers(list(shapes), llrd)
+    layer_mult = llrd_multipliers(shapes, llrd)
+    if llrd < 1.0 and all(m == 1.0 for m in layer_mult.values()):
+        raise ValueError(
+            f"config.optim.llrd = {llrd} reaches no layer: no tower with an embedding stage "
+            "and TOWER/encoder/layer_<i> or TOWER/encoder/layers params; params look like "
+            f"{', '.join(list(shapes)[:3])}"
+        )
     base_wd = float(optim_cfg.get("weight_decay", 0.0))
     lr_mult, weight_decay = {}, {}
     for path, i in rule_of.items():
         rule = rules[i][1]
         if rule is None:
             continue
-        lr_mult[path] = float(rule.get("lr_mult", 1.0)) * layer_mult[path]
+        scale = float(rule.get("lr_mult", 1.0))
+        m = layer_mult[path]
+        lr_mult[path] = tuple(scale * x for x in m) if isinstance(m, tuple) else scale * m
         decays = rule.get("decay")
         if decays is None:
             decays = default_decays(path, shapes[path])

@@ -142,7 +142,7 @@ def test_weight_decay_mask_contents(shapes):
 
 def test_llrd_multipliers_per_layer(shapes):
     d = 0.5
-    mult = llrd_multipliers(list(shapes), d)
+    mult = llrd_multipliers(shapes, d)
     expect = {
         "image/patch_embed/kernel": d**4,  # 3 image layers: embeddings lowest
         "image/cls_token": d**4,

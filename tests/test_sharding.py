@@ -166,6 +166,59 @@ def test_scan_layers_stacks_params_and_gives_the_same_loss():
         np.testing.assert_allclose(got[k], g, atol=1e-5, rtol=1e-4, err_msg=k)
 
 
+def _train(cfg, params, steps=3):
+    """``steps`` train steps (AdamW, the config's rules and LLRD) from ``params``."""
+    from mmjax.optim import make_optimizer
+    from mmjax.tasks import build_task
+    from mmjax.train import TrainState, make_plan, make_train_step
+
+    task = build_task(cfg)
+    plan = make_plan(task, cfg.optim)
+    tx, schedule = make_optimizer(cfg.optim, 10, plan)
+    step = jax.jit(make_train_step(task, tx, schedule))
+    trainable, frozen = plan.split(params)
+    rng = jax.random.PRNGKey(0)
+    state = TrainState(jax.numpy.zeros((), "int32"), trainable, tx.init(trainable), rng, frozen)
+    for i in range(steps):
+        state, _ = step(state, _batch(8) if i % 2 else _batch())
+    return plan, state.params
+
+
+def test_llrd_applies_per_layer_along_the_scanned_stack():
+    """LLRD with ``scan_layers``: one multiplier per slice of the stacked layers axis, so a
+    scanned run trains exactly as the unrolled one (it used to get multiplier 1)."""
+    from mmjax.hf.api import unflatten
+    from mmjax.hf.keymap import stack_layers, unstack_layers
+
+    d = 0.5
+    flat, scanned = _params(_tiny()), _tiny(scan_layers=True)
+    unrolled = _tiny()
+    for cfg in (scanned, unrolled):
+        cfg.optim.update(llrd=d, warmup_steps=0)
+    plan, want = _train(unrolled, flat)
+    plan_scan, got = _train(scanned, unflatten(stack_layers(_flat(flat))))
+    assert plan_scan.lr_mult["image/encoder/layers/block/mlp/wi/kernel"] == (d**3, d**2, d)
+    assert plan.lr_mult["image/encoder/layer_0/mlp/wi/kernel"] == d**3
+    assert plan_scan.lr_mult["image/patch_embed/kernel"] == d**4
+    got = unstack_layers(_flat(got))
+    moved = 0.0
+    for k, w in _flat(want).items():
+        # atol: attention key biases get no gradient (softmax ignores them), only noise
+        np.testing.assert_allclose(got[k], w, atol=1e-5, rtol=1e-4, err_msg=k)
+        moved = max(moved, float(np.abs(w - _flat(flat)[k]).max()))
+    assert moved > 1e-3  # the steps trained
+
+
+def test_llrd_that_reaches_no_layer_is_an_error():
+    from mmjax.param_rules import make_param_plan
+
+    cfg = _tiny()
+    cfg.optim.llrd = 0.5
+    shapes = {"backbone/conv_0/kernel": (3, 3, 3, 8), "head/kernel": (8, 2)}
+    with pytest.raises(ValueError, match=r"llrd = 0.5 reaches no layer"):
+        make_param_plan(cfg.optim, shapes)
+
+
 @pytest.mark.parametrize("remat", ["full", "dots_saveable"])
 def test_remat_gives_the_same_gradients(remat):
     params = _params(_tiny())

@@ -88,7 +88,9 @@ def masking_ids(tokenizer: Any, mask_token: str, special_tokens: Iterable[str]) 
 
     ``mask_token`` (``config.task.mask_token``) must be in the vocabulary. Special ids are
     the tokenizer's padding and end tokens, every added token it flags special (a Hugging
-    Face ``tokenizer.json``'s ``[CLS]``/``[SEP]``/...), and those of ``special_tokens``
+    Face ``tokenizer.json``'s ``[CLS]``/``[SEP]``/...), every token the post-processor adds
+    around a text (BOS/CLS, EOS/SEP: the encoding's ``special_tokens_mask``), and those of
+    ``special_tokens``
     (``config.task.special_tokens``; each must be in the vocabulary).
     """
     tok = tokenizer.tokenizer
@@ -100,6 +102,9 @@ def masking_ids(tokenizer: Any, mask_token: str, special_tokens: Iterable[str]) 
         )
     special = {tokenizer.pad_id, tokenizer.eos_id, mask_id}
     special |= {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+    # Whatever the post-processor inserts (BOS/CLS, EOS/SEP), as the tokenizer flags it.
+    for encoding in tok.encode_batch(["a", "a b"]):
+        special |= {i for i, s in zip(encoding.ids, encoding.special_tokens_mask, strict=True) if s}
     for token in special_tokens:
         token_id = tok.token_to_id(token)
         if token_id is None:

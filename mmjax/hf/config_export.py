@@ -92,6 +92,7 @@ def _two_tower_config(m: TwoTower) -> tuple[dict[str, Any], KeyTable, bool]:
                 "not image.pre_norm_embeddings": not v.pre_norm_embeddings,
                 "text.pool='last'": t.pool == "last",
                 "not text.causal": not t.causal,
+                "not text.use_padding_mask": not t.use_padding_mask,
                 "proj_bias": m.proj_bias,
                 "logit_bias": m.logit_bias_init is not None,
                 "map_act == act": v.map_act == v.act,

@@ -213,7 +213,9 @@ def model_config(cfg: dict[str, Any], dtype: Any = jnp.float32) -> ml_collection
         if not v["vision_use_head"]:
             raise ConfigMapError("vision_config.vision_use_head=False (no pooled output)")
         image.update(pool="map", posemb="learn", patch_bias=True, map_act=image["act"])
-        text.update(causal=False, pool="last", eos_id=t["eos_token_id"])
+        # SigLIP's text tower runs unmasked (big_vision; transformers' SiglipProcessor pads
+        # to max_length and passes no attention mask): padding is attended to.
+        text.update(causal=False, pool="last", eos_id=t["eos_token_id"], use_padding_mask=False)
         embed_dim = t.get("projection_size") or t["hidden_size"]
     else:
         image.update(pool="cls", posemb="learn", patch_bias=False, pre_norm_embeddings=True)

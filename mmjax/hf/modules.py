@@ -49,7 +49,7 @@ class HFViT(nn.Module):
 class HFBert(nn.Module):
     """``BertModel`` / ``BertForMaskedLM`` (``mlm=True``; decoder tied to word embeddings).
 
-    ``input_ids`` / ``attention_mask`` (1 = real token, right-padded) / ``token_type_ids``
+    ``input_ids`` / ``attention_mask`` (1 = real token, any padding pattern) / ``token_type_ids``
     ``[batch, seq]`` -> ``last_hidden_state [batch, seq, width]``, ``pooler_output
     [batch, width]`` (when the encoder has a pooler), ``logits [batch, seq, vocab]``.
     """

@@ -35,6 +35,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mmjax.models.relpos import RelativePositionBias
 
@@ -88,11 +89,25 @@ def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNor
     )
 
 
-def padding_to_lengths(padding_mask: Array | None) -> Array | None:
-    """``[batch, seq]`` bool (True = real token, right-padded) -> ``[batch]`` int32 lengths."""
+def key_padding(padding_mask: Array | None) -> dict[str, Array | None]:
+    """``MultiHeadAttention`` / ``Encoder`` keywords ``kv_lengths`` and ``mask`` for a key
+    padding mask ``[batch, seq]`` bool (True = real token) of any pattern: left padding
+    and holes (an HF tokenizer's ``attention_mask``) are exact.
+
+    A concrete (not traced) right-padded mask becomes ``kv_lengths`` ``[batch]`` int32, so
+    cuDNN can run its fused padding kernel; checking that costs one host pass over the
+    mask. A traced mask (inside ``jit``), or one that is not right-padded, becomes a
+    boolean ``mask`` ``[batch, 1, 1, seq]``: the XLA kernel builds exactly that mask from
+    lengths anyway, so nothing is lost there; cuDNN takes it as a bias.
+    """
     if padding_mask is None:
-        return None
-    return jnp.sum(padding_mask.astype(jnp.int32), axis=-1)
+        return {"kv_lengths": None, "mask": None}
+    if not isinstance(padding_mask, jax.core.Tracer):
+        m = np.asarray(padding_mask).astype(bool)
+        lengths = m.sum(axis=-1)
+        if np.array_equal(m, np.arange(m.shape[-1]) < lengths[..., None]):
+            return {"kv_lengths": jnp.asarray(lengths, jnp.int32), "mask": None}
+    return {"kv_lengths": None, "mask": jnp.asarray(padding_mask).astype(bool)[:, None, None, :]}
 
 
 class HeadsProjection(nn.Module):

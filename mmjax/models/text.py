@@ -11,8 +11,8 @@ from mmjax.models.layers import (
     Encoder,
     dense_init,
     kernel_init,
+    key_padding,
     layer_norm,
-    padding_to_lengths,
 )
 
 
@@ -40,11 +40,19 @@ class CLIPTextTransformer(nn.Module):
     """CLIP text tower: causal pre-LN transformer pooled at the end-of-text token.
 
     ``tokens`` ``[batch, seq]`` int32, ``padding_mask`` ``[batch, seq]`` bool
-    (True = real token). Returns ``{'tokens': [batch, seq, width],
+    (True = real token; any pattern, see ``layers.key_padding``). Returns
+    ``{'tokens': [batch, seq, width],
     'pooled': [batch, width]}``; with ``pool='eos'`` ``pooled`` is the final hidden
     state at the first ``eos_id`` token (the last real token when ``eos_id`` is
     absent); with ``pool='last'`` it is the state at the last position of the
     (padded) sequence, SigLIP's text pooling, which pairs with ``causal=False``.
+
+    ``use_padding_mask=False`` ignores ``padding_mask`` inside attention: every position
+    attends to every other, padding included. That is how big_vision trains SigLIP's text
+    tower and how transformers' ``SiglipModel`` runs it (``SiglipProcessor`` pads to
+    ``max_length`` and passes no mask), so the HF SigLIP mapping sets it; with a mask the
+    embedding is a different function of the same ids. The mask still finds the last real
+    token for ``pool='eos'``.
     """
 
     vocab_size: int
@@ -58,6 +66,7 @@ class CLIPTextTransformer(nn.Module):
     ln_eps: float = 1e-5
     causal: bool = True
     pool: str = "eos"
+    use_padding_mask: bool = True
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     attention_impl: str | None = None
@@ -96,7 +105,7 @@ class CLIPTextTransformer(nn.Module):
         )(
             x,
             causal=self.causal,
-            kv_lengths=padding_to_lengths(padding_mask),
+            **key_padding(padding_mask if self.use_padding_mask else None),
             deterministic=deterministic,
         )
         x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
@@ -104,7 +113,8 @@ class CLIPTextTransformer(nn.Module):
             return {"tokens": x, "pooled": x[:, -1]}
         is_eos = tokens == self.eos_id
         if padding_mask is not None:
-            last_real = jnp.sum(padding_mask.astype(jnp.int32), axis=1) - 1
+            # the last True of each row (right, left or holed padding alike)
+            last_real = seq - 1 - jnp.argmax(padding_mask[:, ::-1].astype(bool), axis=1)
         else:
             last_real = jnp.full((tokens.shape[0],), seq - 1)
         pool_at = jnp.where(jnp.any(is_eos, axis=1), jnp.argmax(is_eos, axis=1), last_real)
@@ -115,7 +125,8 @@ class CLIPTextTransformer(nn.Module):
 class BertEncoder(nn.Module):
     """BERT-style bidirectional post-LN encoder.
 
-    ``tokens`` / ``padding_mask`` / ``token_types`` are ``[batch, seq]``.
+    ``tokens`` / ``padding_mask`` / ``token_types`` are ``[batch, seq]`` (the mask: True =
+    real token, any pattern such as left padding; see ``layers.key_padding``).
     Returns ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``;
     ``pooled`` is ``tanh(dense(h[CLS]))`` (BERT's pooler, ``pool='cls'``) or the
     masked mean (``'mean'``); ``pool='none'`` returns no ``pooled`` (BertForMaskedLM
@@ -172,7 +183,7 @@ class BertEncoder(nn.Module):
             remat=self.remat,
             scan_layers=self.scan_layers,
             name="encoder",
-        )(x, kv_lengths=padding_to_lengths(padding_mask), deterministic=deterministic)
+        )(x, **key_padding(padding_mask), deterministic=deterministic)
         if self.pool == "none":
             return {"tokens": x}
         if self.pool == "cls":

@@ -192,6 +192,7 @@ def build_text_encoder(
             eos_id=cfg.eos_id,
             causal=cfg.get("causal", True),
             pool=cfg.get("pool", "eos"),
+            use_padding_mask=cfg.get("use_padding_mask", True),
             **common,
         )
     if cfg.kind == "bert":

@@ -8,9 +8,10 @@ One train step (``ITMMLMTask.loss``):
    their pooled outputs are projected and L2-normalized for the softmax contrastive loss
    (``losses.softmax_contrastive_loss``, the global batch's pairs).
 2. Hard negatives (ALBEF): for each image one text of the batch is drawn with
-   probability ``softmax(sim_i2t)`` over the texts that are not its caption, and for each
-   text one image likewise (``sample_hard_negatives``); the sampling weights carry no
-   gradient.
+   probability ``softmax(sim_i2t)`` over the texts that are not its caption (nor an
+   identical text, nor, when the batch carries ``image_id``, another caption of the same
+   image), and for each text one image likewise (``sample_hard_negatives``); the sampling
+   weights carry no gradient.
 3. The fusion encoder (text tokens attend to image tokens) runs once on ``4 * batch`` rows
    built by re-indexing the encoded tokens: the ``batch`` positive pairs, ``batch``
    (image, negative text) and ``batch`` (negative image, text) pairs, which feed the 2-way
@@ -186,8 +187,11 @@ class ITMMLMModel(FusedModel):
         masked_tokens: jax.Array,
         negatives_rng: jax.Array,
         deterministic: bool = True,
+        image_ids: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
-        """One training forward (see the module docstring).
+        """One training forward (see the module docstring). ``image_ids`` ``[batch]``
+        (optional): rows of one image are never each other's hard negatives (another
+        caption of the same image is a positive, not a negative).
 
         Returns ``image``/``text`` ``[batch, embed_dim]``, ``logit_scale``, ``itm_logits``
         ``[3 * batch, 2]`` (positives, (image, neg text), (neg image, text)),
@@ -199,8 +203,11 @@ class ITMMLMModel(FusedModel):
         enc = self.encode_pairs(images, tokens, padding_mask, masked_tokens, deterministic)
         scale = jnp.exp(jnp.minimum(self.logit_scale, math.log(100.0)))
         sim = scale * enc["image"] @ enc["text"].T  # [images, texts]
+        exclude = same_rows(tokens)
+        if image_ids is not None:
+            exclude |= image_ids[:, None] == image_ids[None, :]
         neg_text, neg_image, has_text, has_image = sample_hard_negatives(
-            negatives_rng, sim, same_rows(tokens)
+            negatives_rng, sim, exclude
         )
         txt = enc["encoded"]["text"]["tokens"]
         own = jnp.arange(b)
@@ -383,6 +390,7 @@ class ITMMLMTask:
             masked,
             k_neg,
             deterministic=not train,
+            image_ids=batch.get("image_id"),
             rngs={"dropout": k_drop},
             method=ITMMLMModel.pretrain,
         )
