@@ -15,6 +15,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from mmjax import storage
+
 ITEMS = ("state", "data", "config")
 
 
@@ -23,7 +25,7 @@ class Checkpointer:
     saves, plus every ``keep_period``-th step forever (0 = none)."""
 
     def __init__(self, directory: str | Path, max_to_keep: int = 2, keep_period: int = 0):
-        self.directory = Path(directory).absolute()
+        self.directory = storage.as_path(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep,
             keep_period=keep_period or None,
@@ -93,7 +95,7 @@ class BestCheckpointer:
         if mode not in ("max", "min"):
             raise ValueError(f"best checkpoint mode must be 'max' or 'min', got {mode!r}")
         self.metric = metric
-        self.directory = Path(directory).absolute()
+        self.directory = storage.as_path(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             best_fn=lambda metrics: metrics[metric],
@@ -125,7 +127,7 @@ class BestCheckpointer:
 def latest_step_dir(path: str | Path) -> Path:
     """The step directory ``path`` names: a step directory itself, or the latest step of a
     run's workdir or of its ``checkpoints/`` directory."""
-    path = Path(path).expanduser().absolute()
+    path = storage.as_path(path)
     if (path / "state").is_dir():
         return path
     if (path / "checkpoints").is_dir():
@@ -144,7 +146,7 @@ def read_state(step_dir: str | Path) -> dict[str, Any]:
     whatever the mesh and number of processes that wrote it."""
     import numpy as np
 
-    path = Path(step_dir).absolute() / "state"
+    path = storage.as_path(step_dir) / "state"
     checkpointer = ocp.PyTreeCheckpointer()
     tree = checkpointer.metadata(path).item_metadata.tree
     args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)

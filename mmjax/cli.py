@@ -5,6 +5,8 @@ mmjax info  [--config FILE[:ARG]] [--config.KEY=VALUE ...]
 mmjax convert --hf DIR_OR_ID --out CKPT_DIR     (Hugging Face -> orbax checkpoint)
 mmjax convert --ckpt CKPT_DIR --to-hf DIR       (orbax checkpoint -> Hugging Face)
 mmjax data prepare --source SPEC --out DIR      (files / folder / tar shards -> ArrayRecord)
+mmjax compile --config FILE[:ARG] --topology v5e-256 [--num-slices N] [--json PATH]
+                                                (AOT-compile the train step for a TPU slice)
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mmjax import config as config_lib
 
@@ -73,7 +76,43 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--no-verify", action="store_true", help="do not decode images (keep undecodable ones)"
     )
+    _add_compile_parser(sub)
     return parser
+
+
+def _add_compile_parser(sub: Any) -> None:
+    aot = sub.add_parser(
+        "compile", help="compile the train step for a TPU slice on this machine (needs libtpu)"
+    )
+    aot.add_argument("--config", help="config file, optionally FILE:ARG")
+    aot.add_argument("--topology", required=True, help="v5e-256, v4-32, v5p-128, v6e-64, v5e:4x4")
+    aot.add_argument("--num-slices", dest="num_slices", type=int, default=1, help="multi-slice")
+    aot.add_argument("--json", help="also write the report as JSON to this path")
+
+
+def _compile(args: argparse.Namespace, config: Any) -> int:
+    """``mmjax compile``: exit 0 if the step fits the chip's HBM, 1 if not, 2 on bad input."""
+    import json
+
+    from mmjax.aot import DoesNotFit, compile_for_topology
+    from mmjax.compile_report import topology_lines
+    from mmjax.tpu_topology import parse_topology
+
+    try:
+        topology = parse_topology(args.topology, args.num_slices)
+        report = compile_for_topology(config, topology, args.config or "clip_synthetic.py")
+    except DoesNotFit as e:
+        print(f"mmjax compile: {args.config} on {args.topology}: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"mmjax: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(topology_lines(report)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    if not report["fits"]:
+        print(f"mmjax compile: {args.config} does not fit {args.topology}", file=sys.stderr)
+    return 0 if report["fits"] else 1
 
 
 def _data(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -133,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = _split_overrides(argv)
         args = _parser().parse_args(rest)
+        from mmjax import tpu_topology  # before jax starts: which platforms it may load
+
+        if args.command == "compile":
+            tpu_topology.use_cpu_backend_for_aot()
+        else:
+            tpu_topology.skip_tpu_probe()
         if args.command == "convert":
             return _convert(args, overrides)
         if args.command == "data":
@@ -168,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print_info(config)
         return 0
+    if args.command == "compile":
+        return _compile(args, config)
     return 2
 
 

@@ -49,15 +49,20 @@ def memory_bytes(compiled: Any) -> dict[str, int]:
     }
 
 
-def xla_flops(compiled: Any) -> float | None:
-    """FLOPs XLA counts for one call (per device program), or ``None``."""
+def _cost(compiled: Any, key: str) -> float | None:
+    """``compiled.cost_analysis()[key]`` for one call (per device), or ``None``."""
     try:
         cost = compiled.cost_analysis()
     except (NotImplementedError, RuntimeError):
         return None
     if isinstance(cost, list | tuple):
         cost = cost[0] if cost else None
-    return float(cost["flops"]) if cost and "flops" in cost else None
+    return float(cost[key]) if cost and key in cost else None
+
+
+def xla_flops(compiled: Any) -> float | None:
+    """FLOPs XLA counts for one call (per device program), or ``None``."""
+    return _cost(compiled, "flops")
 
 
 def analytic_flops(model_cfg: Any, batch_size: int) -> int | None:
@@ -94,3 +99,78 @@ def aot_compile(
     if verbose and jax.process_index() == 0:
         print("\n".join(report(compiled, time.perf_counter() - t0, model_cfg, batch_size)))
     return compiled
+
+
+def memory_total(mem: dict[str, int]) -> int:
+    """Bytes one device holds while the step runs: arguments, outputs, temporaries and code,
+    less the outputs that reuse donated argument buffers."""
+    keep = ("arguments", "outputs", "temporaries", "generated code")
+    return sum(mem.get(k, 0) for k in keep) - mem.get("aliased (donated)", 0)
+
+
+def hbm_bytes_accessed(compiled: Any) -> float | None:
+    """XLA's ``bytes accessed`` for one call (per device), or ``None``."""
+    return _cost(compiled, "bytes accessed")
+
+
+def roofline(flops: float, hbm_bytes: float, collective_bytes: float, chip: Any) -> dict:
+    """Lower bounds on the step time (seconds) from the chip's datasheet: FLOPs at peak,
+    HBM traffic at full bandwidth, collective bytes at full ICI bandwidth; the step cannot
+    be faster than the largest (it is slower wherever they do not overlap)."""
+    bounds = {
+        "compute_s": flops / chip.peak_flops,
+        "hbm_s": hbm_bytes / chip.hbm_bandwidth,
+        "ici_s": collective_bytes / chip.ici_bandwidth,
+    }
+    bounds["bound_s"] = max(bounds.values())
+    bounds["bound_by"] = max(("compute_s", "hbm_s", "ici_s"), key=bounds.get).removesuffix("_s")
+    return bounds
+
+
+def _si(x: float, unit: str) -> str:
+    """``3.2e12, 'FLOP' -> '3.20 TFLOP'``; seconds as ``'12.3 ms'``."""
+    if unit == "s":
+        for scale, prefix in ((1, ""), (1e-3, "m"), (1e-6, "µ")):
+            if abs(x) >= scale or prefix == "µ":
+                return f"{x / scale:.3g} {prefix}s"
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1, "")):
+        if abs(x) >= scale or scale == 1:
+            return f"{x / scale:.3g} {prefix}{unit}"
+    return f"{x} {unit}"
+
+
+def topology_lines(r: dict) -> list[str]:
+    """The printed ``mmjax compile`` report from ``aot.compile_for_topology``'s dict."""
+    chip, mem = r["chip"], r["memory_per_chip"]
+    lines = [
+        f"{r['config']} on {r['topology']} ({r['jax_topology']}, {r['num_chips']} chips "
+        f"{chip['name']}), mesh {r['mesh']}, global batch {r['global_batch']}",
+        f"compiled in {r['compile_seconds']:.1f}s (load {r['load_1min']:.2f}); "
+        "memory per chip (XLA):",
+    ]
+    lines += [f"  {name:<18} {human_bytes(n):>12}" for name, n in mem.items()]
+    hbm, total = chip["hbm_bytes"], r["memory_total"]
+    verdict = "fits" if r["fits"] else "DOES NOT FIT"
+    lines.append(
+        f"  {'total':<18} {human_bytes(total):>12} of {human_bytes(hbm)} HBM: {verdict} "
+        f"(headroom {human_bytes(hbm - total)}, {100 * (hbm - total) / hbm:.0f}%)"
+    )
+    xla, analytic = r["xla_flops_per_chip"], r["analytic_flops"]
+    line = (
+        f"FLOPs per step: XLA {_si(xla, 'FLOP')} per chip, {_si(xla * r['num_chips'], 'FLOP')} all"
+    )
+    if analytic:
+        ratio = xla * r["num_chips"] / analytic
+        line += f"; analytic {_si(analytic, 'FLOP')} (XLA/analytic {ratio:.2f})"
+    lines.append(line)
+    lines.append("collectives per step (from the compiled HLO, per chip):")
+    for kind, c in r["collectives"].items():
+        if c["count"]:
+            lines.append(f"  {kind:<18} {c['count']:>6.0f} ops {human_bytes(c['bytes']):>12}")
+    b = r["roofline"]
+    lines.append(
+        f"roofline bound (datasheet peaks; a lower bound, not a measurement): step >= "
+        f"{_si(b['bound_s'], 's')} ({b['bound_by']}-bound; compute {_si(b['compute_s'], 's')}, "
+        f"HBM {_si(b['hbm_s'], 's')}, ICI {_si(b['ici_s'], 's')})"
+    )
+    return lines

@@ -27,7 +27,7 @@ import tqdm
 from jax.experimental import multihost_utils
 
 from mmjax import config as config_lib
-from mmjax import sharding
+from mmjax import sharding, storage
 from mmjax.accumulate import loss_and_grads
 from mmjax.checkpoint import BestCheckpointer, Checkpointer
 from mmjax.compile_report import aot_compile
@@ -191,7 +191,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
 
     Returns the last logged metrics (train and eval).
     """
-    workdir = Path(workdir)
+    workdir = storage.user_path(workdir)  # gs://... stays a URI (etils.epath)
     workdir.mkdir(parents=True, exist_ok=True)
     config_json = config_lib.to_json(config)
     if jax.process_index() == 0:

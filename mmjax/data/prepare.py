@@ -23,6 +23,7 @@ from typing import Any
 
 import tqdm
 
+from mmjax import storage
 from mmjax.data.sources import parse_spec
 from mmjax.data.sources.arrayrecord_source import FORMAT, MANIFEST, SUFFIX, pack_record
 from mmjax.data.sources.records import SourceError
@@ -141,6 +142,12 @@ def prepare(
 
     if shard_size < 1:
         raise SourceError(f"--shard-size must be >= 1, got {shard_size}")
+    if storage.is_remote(out):  # written in a local directory, copied up when complete
+        mirror = storage.LocalMirror(storage.user_path(out))
+        try:
+            return prepare(spec, mirror.local, shard_size, verify, progress)
+        finally:
+            mirror.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(out, spec, shard_size)

@@ -11,13 +11,13 @@ writes ``config.json`` + ``model.safetensors``.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax import storage
 from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.hf import api, config_map, keymap
 from mmjax.hf.hub import resolve
@@ -29,13 +29,13 @@ def hf_to_checkpoint(hf: str | Path, out: str | Path, allow_network: bool = Fals
     """Loads ``hf`` (directory or cached Hub id) and writes its variables to ``out``."""
     directory = resolve(hf, allow_network=allow_network)
     _, variables = api.load(directory)
-    out = Path(out).absolute()
+    out = storage.as_path(out)  # gs://... too (orbax writes through tensorstore)
     if (out / VARIABLES).exists():
         raise FileExistsError(f"{out / VARIABLES} exists; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(out / VARIABLES, variables)
-    shutil.copy(directory / "config.json", out / api.HF_CONFIG)
+    (out / api.HF_CONFIG).write_bytes((directory / "config.json").read_bytes())
     return out
 
 
@@ -71,7 +71,7 @@ def run_checkpoint_to_hf(step_dir: Path, hf: str | Path) -> Path:
 def checkpoint_to_hf(ckpt: str | Path, hf: str | Path) -> Path:
     """Writes ``config.json`` + ``model.safetensors`` from a ``hf_to_checkpoint`` output or
     a training run's checkpoint."""
-    ckpt = Path(ckpt).absolute()
+    ckpt = storage.as_path(ckpt)
     if not (ckpt / api.HF_CONFIG).is_file() or not (ckpt / VARIABLES).is_dir():
         step_dir = _run_step_dir(ckpt)
         if step_dir is not None:

@@ -45,6 +45,12 @@ def unpack_record(data: bytes) -> dict[str, Any]:
 
 def arrayrecord_paths(spec: str) -> list[str]:
     """The files of ``DIR`` or ``DIR/*.array_record``, sorted; the prepare must be complete."""
+    if "://" in spec:  # ArrayRecord's reader (riegeli file descriptors) opens local files only
+        raise SourceError(
+            f"config.data.source arrayrecord:{spec}: ArrayRecord files are read from local "
+            "disk only; copy them to each host (gsutil -m cp -r) or train from wds: shards, "
+            "which stream from gs://"
+        )
     pattern = str(Path(spec) / f"*{SUFFIX}") if Path(spec).is_dir() else spec
     paths = sorted(glob.glob(pattern))
     if not paths:

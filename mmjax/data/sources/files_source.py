@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmjax import storage
 from mmjax.data.sources.records import (
     DEFAULT_CAPTION_TEMPLATE,
     SourceError,
@@ -78,7 +79,7 @@ class FilesSource:
     """Random access to the rows of a captions file: ``len``, ``source[i] -> record``."""
 
     def __init__(self, path: str | Path, template: str = DEFAULT_CAPTION_TEMPLATE):
-        self.path = Path(path)
+        self.path = storage.user_path(path)  # gs://... too
         self.template = template
         root = self.path.parent
         self.rows: list[dict[str, Any]] = []
@@ -130,7 +131,7 @@ class FilesSource:
     def raw(self, index: int) -> dict[str, Any]:
         """Row ``index`` with its image file's encoded bytes."""
         row = self.rows[int(index)]
-        return dict(row, image=read_image_file(Path(row["image"]), row["key"]))
+        return dict(row, image=read_image_file(storage.user_path(row["image"]), row["key"]))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return finalize(self.raw(index), self.template)

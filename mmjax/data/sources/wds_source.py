@@ -23,12 +23,12 @@ import re
 import tarfile
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import grain
 import numpy as np
 
+from mmjax import storage
 from mmjax.data.sources.records import DEFAULT_CAPTION_TEMPLATE, SourceError, finalize
 from mmjax.data.transforms import BadRecord
 
@@ -62,13 +62,13 @@ def shard_paths(spec: str) -> list[str]:
     paths: list[str] = []
     for pattern in expand_braces(spec):
         if glob.has_magic(pattern):
-            matched = sorted(glob.glob(pattern))
+            matched = storage.glob(pattern)  # also gs://bucket/shards-*.tar
             if not matched:
                 raise SourceError(f"config.data.source wds:{spec}: {pattern!r} matches no file")
             paths.extend(matched)
         else:
             paths.append(pattern)
-    missing = [p for p in paths if not Path(p).is_file()]
+    missing = [p for p in paths if not storage.user_path(p).is_file()]
     if missing:
         raise SourceError(
             f"config.data.source wds:{spec}: {len(missing)} of {len(paths)} shards do not "
@@ -87,7 +87,7 @@ def _split_name(name: str) -> tuple[str, str]:
 def read_shard(path: str, start: int = 0) -> Iterator[Sample]:
     """The samples of one tar shard, from sample ``start`` on (earlier ones are passed over
     without reading their contents)."""
-    with tarfile.open(path, mode="r|*") as tar:
+    with storage.open_binary(path) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
         index, key, sample = -1, None, None
         for member in tar:
             if not member.isfile():

@@ -1,0 +1,100 @@
+"""Pod-scale pretraining configs, with the mesh and memory settings `mmjax compile` chose.
+
+    mmjax compile --config configs/pod.py:clip_b16,v5e-256 --topology v5e-256
+    mmjax train   --config configs/pod.py:clip_b16,v5e-256 --workdir gs://BUCKET/runs/b16 \\
+        --config.data.source=wds:gs://BUCKET/laion/{00000..04095}.tar
+
+MODEL is one of ``clip_b16`` (OpenAI CLIP ViT-B/16), ``clip_l14`` (ViT-L/14), ``siglip_b16``
+(SigLIP B/16, sigmoid loss, MAP head), ``siglip_so400m`` (SigLIP So400m/14) and
+``coca_base`` (CoCa base: ViT-B/16 and a 12 + 12 layer decoder); SLICE is the TPU slice
+(``v5e-256``, ``v5p-128``) whose mesh and memory settings apply (``SETTINGS``); no
+argument means ``clip_b16,v5e-256``. All at a
+global batch of 32k, bf16 compute, ``model.scan_layers`` (compile time flat in depth).
+The data source is the synthetic one at 224 px (so compiling needs no data); point
+``data.source`` at your shards to train. README "Running on a TPU pod" has the measured
+compile reports.
+"""
+
+import math
+from pathlib import Path
+
+import ml_collections
+
+from mmjax.config import load_config
+
+BATCH = 32_768
+# image: size, patch, width, depth, heads, mlp, pool; text: context, vocab, width, depth,
+# heads, mlp; embed. CLIP rows as OpenAI's; SigLIP rows as big_vision's siglip configs.
+ARCHS = {
+    "clip_b16": dict(
+        image=(224, 16, 768, 12, 12, 3072, "cls"), text=(77, 49408, 512, 12, 8, 2048), embed=512
+    ),
+    "clip_l14": dict(
+        image=(224, 14, 1024, 24, 16, 4096, "cls"), text=(77, 49408, 768, 12, 12, 3072), embed=768
+    ),
+    "siglip_b16": dict(
+        image=(224, 16, 768, 12, 12, 3072, "map"), text=(64, 32000, 768, 12, 12, 3072), embed=768
+    ),
+    "siglip_so400m": dict(
+        image=(224, 14, 1152, 27, 16, 4304, "map"), text=(64, 32000, 1152, 27, 16, 4304), embed=1152
+    ),
+    "coca_base": dict(
+        image=(224, 16, 768, 12, 12, 3072, "cls"), text=(64, 49408, 768, 12, 12, 3072), embed=768
+    ),
+}
+# (model, slice) -> mesh and memory settings. Pure FSDP over the slice; remat 'full' where
+# HBM is tight (v5e: 16 GiB), as the compile reports in README "Running on a TPU pod" show
+# for the rows that were compiled (the others are untested starting points).
+SETTINGS = {
+    ("clip_b16", "v5e-256"): dict(fsdp=256, remat="full"),
+    ("clip_b16", "v5p-128"): dict(fsdp=64, remat="dots_saveable"),
+    ("clip_l14", "v5e-256"): dict(fsdp=256, remat="full"),
+    ("clip_l14", "v5p-128"): dict(fsdp=64, remat="full"),
+    ("siglip_b16", "v5e-256"): dict(fsdp=256, remat="full"),
+    ("siglip_b16", "v5p-128"): dict(fsdp=64, remat="dots_saveable"),
+    ("siglip_so400m", "v5e-256"): dict(fsdp=256, remat="full"),
+    ("siglip_so400m", "v5p-128"): dict(fsdp=64, remat="full"),
+    ("coca_base", "v5e-256"): dict(fsdp=256, remat="full"),
+    ("coca_base", "v5p-128"): dict(fsdp=64, remat="full"),
+}
+SLICES = sorted({s for _, s in SETTINGS})
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    parts = [p for p in (arg or "clip_b16,v5e-256").split(",") if p]
+    if len(parts) != 2 or parts[0] not in ARCHS or parts[1] not in SLICES:
+        raise ValueError(
+            f"configs/pod.py: want MODEL,SLICE, got {arg!r}; MODEL: {sorted(ARCHS)}, "
+            f"SLICE: {SLICES}"
+        )
+    name, slice_name = parts
+    arch, settings = ARCHS[name], SETTINGS[(name, slice_name)]
+    coca = name == "coca_base"
+    base = "caption_coca.py" if coca else "clip_synthetic.py"
+    c = load_config(Path(__file__).with_name(base))
+    size, patch, width, depth, heads, mlp, pool = arch["image"]
+    context, vocab, t_width, t_depth, t_heads, t_mlp = arch["text"]
+    c.model.update(dtype="bfloat16", scan_layers=True, remat=settings["remat"])
+    c.model.embed_dim = arch["embed"]
+    c.model.image.update(
+        image_size=size, patch_size=patch, width=width, depth=depth, num_heads=heads,
+        mlp_dim=mlp, pool=pool, posemb="learn", act="gelu" if pool == "map" else "quick_gelu",
+    )  # fmt: skip
+    c.model.text.update(
+        vocab_size=vocab, context_length=context, width=t_width, depth=t_depth,
+        num_heads=t_heads, mlp_dim=t_mlp,
+    )  # fmt: skip
+    if coca:  # CoCa base: 12 unimodal + 12 multimodal decoder layers (ids: the tokenizer's)
+        c.model.text.update(unimodal_depth=t_depth)
+        c.task.max_decode_len = context
+    else:
+        c.model.text.eos_id = vocab - 1  # CLIP's end-of-text is the last id
+    if name.startswith("siglip"):
+        c.task.loss = "sigmoid"
+        c.model.logit_scale_init = math.log(10.0)
+        c.model.logit_bias_init = -10.0
+        c.model.text.update(pool="last", act="gelu")
+    c.data.image_size = size
+    c.mesh.update(data=1, fsdp=settings["fsdp"], tensor=1)
+    c.train.update(batch_size=BATCH, eval_batch_size=1024, steps=100_000)
+    return c
