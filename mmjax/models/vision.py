@@ -165,24 +165,45 @@ class VisionTransformer(nn.Module):
             name="encoder",
         )(x, deterministic=deterministic)
 
-        if self.pool == "cls" and self.norm_tokens:
-            tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
-            pooled = tokens[:, 0]
-        elif self.pool == "cls":
-            # CLIP normalizes only the pooled class token; tokens stay raw.
-            pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x[:, 0])
-            tokens = x
+        return pool_tokens(
+            x,
+            self.pool,
+            norm_tokens=self.norm_tokens,
+            ln_eps=self.ln_eps,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            map_act=self.map_act,
+            dtype=self.dtype,
+        )
+
+
+def pool_tokens(
+    x: jax.Array,
+    pool: str,
+    *,
+    norm_tokens: bool,
+    ln_eps: float,
+    num_heads: int,
+    mlp_dim: int,
+    map_act: str,
+    dtype: Dtype,
+) -> dict[str, jax.Array]:
+    """The ViT's final norm and pooling, called inside a compact ``__call__`` (its modules,
+    ``ln_post`` / ``map``, belong to that caller): ``[batch, seq, width]`` (class token
+    first when ``pool='cls'``) -> ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``."""
+    if pool == "cls" and norm_tokens:
+        tokens = layer_norm(ln_eps, dtype, name="ln_post")(x)
+        pooled = tokens[:, 0]
+    elif pool == "cls":
+        # CLIP normalizes only the pooled class token; tokens stay raw.
+        pooled = layer_norm(ln_eps, dtype, name="ln_post")(x[:, 0])
+        tokens = x
+    else:
+        tokens = layer_norm(ln_eps, dtype, name="ln_post")(x)
+        if pool == "mean":
+            pooled = jnp.mean(tokens, axis=1)
         else:
-            tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
-            if self.pool == "mean":
-                pooled = jnp.mean(tokens, axis=1)
-            else:
-                pooled = MAPHead(
-                    self.num_heads,
-                    self.mlp_dim,
-                    act=self.map_act,
-                    ln_eps=self.ln_eps,
-                    dtype=self.dtype,
-                    name="map",
-                )(tokens)
-        return {"tokens": tokens, "pooled": pooled}
+            pooled = MAPHead(
+                num_heads, mlp_dim, act=map_act, ln_eps=ln_eps, dtype=dtype, name="map"
+            )(tokens)
+    return {"tokens": tokens, "pooled": pooled}
