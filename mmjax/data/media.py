@@ -11,7 +11,8 @@ A record's ``audio`` is a waveform array at ``data.audio.sample_rate``, or encod
 (bytes, or a path) that ``soundfile`` decodes (``pip install 'mmjax[audio]'``), resampled
 to the sample rate; its ``video`` is a uint8 ``[frames, H, W, 3]`` array, or a file
 (bytes or a path) that ``imageio`` decodes (``pip install 'mmjax[video]'``), with
-``data.num_frames`` frames sampled evenly. An unusable record raises ``BadRecord``.
+``data.num_frames`` frames sampled evenly and resized to ``data.image_size``. An unusable
+record raises ``BadRecord``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,18 @@ def decode_video(data: Any, num_frames: int) -> np.ndarray:
     return np.ascontiguousarray(frames[pick, ..., :3]).astype(np.uint8)
 
 
+def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> ``[T, size, size, 3]`` (bilinear, PIL; aspect not kept);
+    unchanged when ``size`` is 0 or already the frames' size."""
+    if not size or video.shape[1:3] == (size, size):
+        return video
+    import PIL.Image
+
+    return np.stack(
+        [np.asarray(PIL.Image.fromarray(f).resize((size, size), PIL.Image.BILINEAR)) for f in video]
+    )
+
+
 class MediaInputs:
     """``(record, rng) -> {'video'}`` or ``{'audio', 'audio_mask'}`` (see the module doc)."""
 
@@ -69,6 +82,7 @@ class MediaInputs:
             raise ValueError(f"unknown media kind {kind!r}; known: 'video', 'audio'")
         self.kind, self.train = kind, train
         self.num_frames = int(data_cfg.get("num_frames", 0) or 0)
+        self.image_size = int(data_cfg.get("image_size", 0) or 0)
         # 'middle_frame': every frame replaced by the clip's middle one (a control showing
         # what a model can do without motion)
         self.frames = data_cfg.get("video_frames", "all") or "all"
@@ -90,7 +104,7 @@ class MediaInputs:
             raise BadRecord(f"missing {self.kind}")
         if self.kind == "video":
             if isinstance(value, (bytes, str)):
-                value = decode_video(value, self.num_frames)
+                value = resize_frames(decode_video(value, self.num_frames), self.image_size)
             video = np.asarray(value)
             if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
                 raise BadRecord(f"video {video.shape} {video.dtype} is not uint8 [T, H, W, 3]")
