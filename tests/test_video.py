@@ -123,3 +123,20 @@ def test_scan_remat_bf16_trace():
 def test_bad_clip_shape_names_the_expectation():
     with pytest.raises(ValueError, match="expects"):
         video_tower().init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 16, 16, 3)))
+
+
+def test_analytic_flops_of_a_one_frame_video_are_the_vits():
+    """A one-frame, t = 1 joint video tower is a ViT (sincos positions): same FLOPs; the
+    factorised variant counts one spatial pass per time step plus the temporal encoder."""
+    import ml_collections
+
+    from mmjax.flops import encoder_forward_flops, video_forward_flops, vit_forward_flops
+
+    image = ml_collections.ConfigDict(dict(**TOWER, pool="mean"))
+    video = ml_collections.ConfigDict(dict(**TOWER, pool="mean", num_frames=1, tubelet=1))
+    assert video_forward_flops(video) == vit_forward_flops(image)
+    video.update(num_frames=8, tubelet=2, attention="factorised", temporal_depth=1)
+    embed = 2 * 4 * 8 * 8 * 3 * 16  # one frame's patch embedding: 4 patches of 8x8x3 -> 16
+    per_step = vit_forward_flops(image) + embed  # a 2-frame tubelet doubles the embedding
+    want = 4 * per_step + encoder_forward_flops(4, 16, 1, 32)
+    assert video_forward_flops(video) == want
