@@ -100,11 +100,21 @@ def match_layer_layout(source: dict[str, Any], target: Mapping[str, Any]) -> dic
 
 
 def init_state_from(
-    state: Any, shardings: Any, plan: ParamPlan, spec: str, dont_load: Sequence[str] = ()
+    state: Any,
+    shardings: Any,
+    plan: ParamPlan,
+    spec: str,
+    dont_load: Sequence[str] = (),
+    inflate: str = "average",
 ) -> Any:
-    """``state`` with params from ``spec`` put onto ``shardings``; the EMA restarts there."""
+    """``state`` with params from ``spec`` put onto ``shardings``; the EMA restarts there.
+    An image tower's 2-D patch kernels load into a video tower's tubelet kernels inflated
+    by ``inflate`` (``config.init_from_inflate``: ``models.video.inflate_kernel``)."""
+    from mmjax.models.video import inflate_image_params
+
     full = flat_params(state.full_params())
     source = match_layer_layout(load_source_params(spec), full)
+    source = inflate_image_params(source, full, inflate)
     loaded, report = select_params(full, source, dont_load)
     if jax.process_index() == 0:
         print(format_report(report, full, spec))

@@ -283,7 +283,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             print(f"resumed from {ckpt.directory} at step {start}")
     elif config.get("init_from"):
         state = init_state_from(
-            state, state_shardings, plan, config.init_from, config.get("init_from_dont_load", ())
+            state,
+            state_shardings,
+            plan,
+            config.init_from,
+            config.get("init_from_dont_load", ()),
+            config.get("init_from_inflate", "average"),
         )
     elif plan.frozen and jax.process_index() == 0:
         print("warning: frozen params are randomly initialized (config.init_from is empty)")

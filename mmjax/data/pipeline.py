@@ -352,7 +352,7 @@ class _EvalReader:
     def __call__(self, index: int, caption: int) -> dict[str, Any]:
         if index != self._index:
             record = self.source[index]
-            if record.get("captions") is not None:  # several rows: decode the image once
+            if record.get("captions") is not None and "image" in record:  # decode it once
                 record = dict(record, image=to_rgb_uint8(record.get("image")))
             self._index, self._record = index, record
         record = self._record

@@ -25,8 +25,13 @@ def build_synthetic_tokenizer() -> Tokenizer:
     (appended, so caption ids never change)."""
     from mmjax.data.synthetic import caption_words, question_words
 
+    return word_tokenizer([*caption_words(), MASK, *question_words()])
+
+
+def word_tokenizer(words: list[str]) -> Tokenizer:
+    """Word-level ``[BOS] words [EOS]`` tokenizer: ids 0..3 special, then ``words``."""
     vocab = {tok: i for i, tok in enumerate([PAD, UNK, BOS, EOS])}
-    for word in [*caption_words(), MASK, *question_words()]:
+    for word in words:
         vocab[word] = len(vocab)
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
@@ -130,6 +135,10 @@ def load_tokenizer(name: str, length: int) -> TextTokenizer:
     (a Hugging Face model directory: its special-token files name the end and pad tokens)."""
     if name == "synthetic":
         return TextTokenizer.synthetic(length)
+    if name == "generated":  # the generated video / audio / sentiment sets' words
+        from mmjax.data.generated import generated_words
+
+        return TextTokenizer(word_tokenizer([*generated_words(), MASK]), length)
     if Path(name).is_dir():
         return TextTokenizer.from_pretrained(name, length)
     return TextTokenizer.from_file(name, length)

@@ -39,7 +39,9 @@ from mmjax.models.fusion import (
     zero_padding,
 )
 from mmjax.models.heads import dense
+from mmjax.models.media import MEDIA_KINDS, build_media_encoder
 from mmjax.models.towers import build_image_encoder, build_text_encoder, dtype_from_name
+from mmjax.models.video import VideoTransformer
 
 Array = jax.Array
 
@@ -117,8 +119,13 @@ class FusedModel(nn.Module):
             out["image"] = {"tokens": tokens, "mask": mask, "pooled": enc["pooled"]}
         for name, encoder in sorted((self.features or {}).items()):
             feats = _input(inputs, f"features/{name}", f"features.{name}")
-            mask = _input(inputs, f"features/{name}_mask", f"features.{name}").astype(jnp.bool_)
-            enc = encoder(feats, mask, deterministic=deterministic)
+            if isinstance(encoder, VideoTransformer):  # every token real: no mask input
+                enc = encoder(feats, deterministic=deterministic)
+                mask = jnp.ones(enc["tokens"].shape[:2], jnp.bool_)
+            else:
+                mask = _input(inputs, f"features/{name}_mask", f"features.{name}")
+                enc = encoder(feats, mask.astype(jnp.bool_), deterministic=deterministic)
+                mask = enc.get("mask", mask.astype(jnp.bool_))  # audio: the patch mask
             out[name] = {"tokens": enc["tokens"], "mask": mask, "pooled": enc["pooled"]}
         return out
 
@@ -214,6 +221,9 @@ def build_fused_model(cfg: Any) -> FusedModel:
                 f"config.model.features: name {name!r} must be an identifier other than "
                 "'image' / 'text'"
             )
+        if f.get("kind") in MEDIA_KINDS:  # a video / audio tower (models/media.py)
+            features[name] = build_media_encoder(f, dtype, impl, **memory)
+            continue
         for key in ("dim", "max_len", "width", "depth", "num_heads", "mlp_dim"):
             if key not in f:
                 raise ValueError(f"config.model.features.{name}: missing {key!r}")

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.models.layers import kernel_init
+from mmjax.models.media import MEDIA_KINDS, build_media_encoder
 from mmjax.models.resnet import ResNet
 from mmjax.models.text import BertEncoder, CLIPTextTransformer
 from mmjax.models.vision import VisionTransformer
@@ -90,8 +91,12 @@ class TwoTower(nn.Module):
                 jnp.float32,
             )
 
-    def encode_image(self, images: jax.Array, *, deterministic: bool = True) -> jax.Array:
-        pooled = self.image(images, deterministic=deterministic)["pooled"]
+    def encode_image(
+        self, images: jax.Array, image_mask: jax.Array | None = None, *, deterministic: bool = True
+    ) -> jax.Array:
+        # image_mask: an audio tower's frame mask [batch, frames] (padded clips)
+        masked = () if image_mask is None else (image_mask,)
+        pooled = self.image(images, *masked, deterministic=deterministic)["pooled"]
         return pooled if self.image_proj is None else self.image_proj(pooled)
 
     def encode_text(
@@ -110,11 +115,13 @@ class TwoTower(nn.Module):
         tokens: jax.Array,
         padding_mask: jax.Array | None = None,
         *,
+        image_mask: jax.Array | None = None,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
         bias = self.logit_bias if self.logit_bias_init is not None else jnp.zeros((), jnp.float32)
+        image = self.encode_image(images, image_mask, deterministic=deterministic)
         return {
-            "image": l2_normalize(self.encode_image(images, deterministic=deterministic)),
+            "image": l2_normalize(image),
             "text": l2_normalize(
                 self.encode_text(tokens, padding_mask, deterministic=deterministic)
             ),
@@ -132,6 +139,8 @@ def build_image_encoder(
 
     A ResNet tower runs its BatchNorm on the running statistics it was loaded with.
     """
+    if cfg.get("kind", "vit") in MEDIA_KINDS:  # video / audio towers (video.py, audio.py)
+        return build_media_encoder(cfg, dtype, attention_impl, **memory)
     if cfg.get("kind", "vit") == "resnet":
         return ResNet(
             embedding_size=cfg.embedding_size,

@@ -210,31 +210,17 @@ class VisionTransformer(nn.Module):
             name="encoder",
         )(x, deterministic=deterministic, bias=bias)
 
-        if self.pool == "cls" and self.norm_tokens:
-            tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
-            pooled = tokens[:, 0]
-        elif self.pool == "cls":
-            # CLIP normalizes only the pooled class token; tokens stay raw.
-            pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x[:, 0])
-            tokens = x
-        elif self.pool == "cls_mean":  # BEiT: norm of the mean patch token
-            mean = jnp.mean(x[:, 1 + self.num_registers :], axis=1)
-            pooled = layer_norm(self.ln_eps, self.dtype, name="ln_post")(mean)
-            tokens = x
-        else:
-            tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
-            if self.pool == "mean":
-                pooled = jnp.mean(tokens, axis=1)
-            else:
-                pooled = MAPHead(
-                    self.num_heads,
-                    self.mlp_dim,
-                    act=self.map_act,
-                    ln_eps=self.ln_eps,
-                    dtype=self.dtype,
-                    name="map",
-                )(tokens)
-        return {"tokens": tokens, "pooled": pooled}
+        return pool_tokens(
+            x,
+            self.pool,
+            norm_tokens=self.norm_tokens,
+            ln_eps=self.ln_eps,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            map_act=self.map_act,
+            num_registers=self.num_registers,
+            dtype=self.dtype,
+        )
 
     def _learned_posemb(self, prefix: int, grid: tuple[int, int]) -> jax.Array:
         """``pos_embed`` ``[prefix + h * w, width]`` of the checkpoint's grid, its patch rows
@@ -250,3 +236,42 @@ class VisionTransformer(nn.Module):
             return pos
         patches = resize_grid(pos[prefix:].reshape(*native, self.width), grid, self.posemb_interp)
         return jnp.concatenate([pos[:prefix], patches.reshape(-1, self.width)])
+
+
+def pool_tokens(
+    x: jax.Array,
+    pool: str,
+    *,
+    norm_tokens: bool,
+    ln_eps: float,
+    num_heads: int,
+    mlp_dim: int,
+    map_act: str,
+    dtype: Dtype,
+    num_registers: int = 0,
+) -> dict[str, jax.Array]:
+    """The ViT's final norm and pooling, called inside a compact ``__call__`` (its modules,
+    ``ln_post`` / ``map``, belong to that caller): ``[batch, seq, width]`` (class token
+    first when ``pool='cls'`` / ``'cls_mean'``, then ``num_registers`` register tokens)
+    -> ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``."""
+    if pool == "cls" and norm_tokens:
+        tokens = layer_norm(ln_eps, dtype, name="ln_post")(x)
+        pooled = tokens[:, 0]
+    elif pool == "cls":
+        # CLIP normalizes only the pooled class token; tokens stay raw.
+        pooled = layer_norm(ln_eps, dtype, name="ln_post")(x[:, 0])
+        tokens = x
+    elif pool == "cls_mean":  # BEiT: norm of the mean patch token
+        pooled = layer_norm(ln_eps, dtype, name="ln_post")(
+            jnp.mean(x[:, 1 + num_registers :], axis=1)
+        )
+        tokens = x
+    else:
+        tokens = layer_norm(ln_eps, dtype, name="ln_post")(x)
+        if pool == "mean":
+            pooled = jnp.mean(tokens, axis=1)
+        else:
+            pooled = MAPHead(
+                num_heads, mlp_dim, act=map_act, ln_eps=ln_eps, dtype=dtype, name="map"
+            )(tokens)
+    return {"tokens": tokens, "pooled": pooled}

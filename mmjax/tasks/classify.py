@@ -44,6 +44,7 @@ import optax
 from mmjax.config import ConfigError
 from mmjax.data import synthetic_tasks
 from mmjax.data.augment import make_image_fn
+from mmjax.data.media import MediaInputs, WithMedia, dummy_media, media_kind
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import BadRecord, ImageFn, normalize_images, record_caption, record_image
 from mmjax.evaluate import zeroshot_accuracy
@@ -282,9 +283,14 @@ class ClassifyTask:
         image_cfg, text_cfg = config.model.get("image"), config.model.get("text")
         if image_cfg is None and text_cfg is None:
             raise ConfigError("config.model: set model.image, model.text or both")
-        if (image_cfg is None or text_cfg is None) and self.target != "label":
+        # video / audio modalities of the fused model (config.model.features.<name>.kind)
+        self.media = {
+            name: f for name, f in (config.model.get("features") or {}).items() if media_kind(f)
+        }
+        if (image_cfg is None and not self.media or text_cfg is None) and self.target != "label":
             raise ConfigError(
-                f"config.task.target={self.target!r} needs both model.image and model.text"
+                f"config.task.target={self.target!r} needs model.text and model.image (or a "
+                "video / audio modality in model.features)"
             )
         self.image_size = image_cfg["image_size"] if image_cfg is not None else 0
         self.context_length = text_cfg["context_length"] if text_cfg is not None else 0
@@ -316,7 +322,14 @@ class ClassifyTask:
 
     # -- data -------------------------------------------------------------------------------
 
-    def make_example(self, tokenizer: TextTokenizer, data_cfg: Any, train: bool) -> ClassifyExample:
+    def make_example(self, tokenizer: TextTokenizer, data_cfg: Any, train: bool) -> Any:
+        example = self._example(tokenizer, data_cfg, train)
+        if not self.media:
+            return example
+        media = {n: MediaInputs(media_kind(f), data_cfg, train) for n, f in self.media.items()}
+        return WithMedia(example, media)
+
+    def _example(self, tokenizer: TextTokenizer, data_cfg: Any, train: bool) -> ClassifyExample:
         return ClassifyExample(
             self.target,
             tokenizer if self.context_length else None,
@@ -342,11 +355,17 @@ class ClassifyTask:
         if self.context_length:
             batch["tokens"] = jnp.zeros((batch_size, self.context_length), jnp.int32)
             batch["padding_mask"] = jnp.ones((batch_size, self.context_length), bool)
+        for name, f in self.media.items():
+            media = dummy_media(media_kind(f), f, batch_size, "features/", name)
+            batch.update({k: jnp.asarray(v) for k, v in media.items()})
         return batch
 
     def inputs(self, batch: Batch) -> dict[str, jax.Array]:
         """The model's inputs from a batch: images normalized, text and ``features/*`` as is."""
         inputs = {k: v for k, v in batch.items() if k.startswith("features/")}
+        for k, v in inputs.items():  # a video modality's frames: uint8 pixels, as images
+            if v.dtype == jnp.uint8:
+                inputs[k] = normalize_images(v, self.normalization)
         if self.image_size:
             inputs["image"] = normalize_images(batch["image"], self.normalization)
         if self.context_length:

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.data.media import MediaInputs, MediaTextExample, dummy_media, media_kind
+from mmjax.data.pipeline import default_example
 from mmjax.data.transforms import normalize_images
 from mmjax.evaluate import retrieval_metrics, zeroshot_accuracy
 from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
@@ -34,14 +36,33 @@ class ContrastiveTask:
         self.max_logit_scale = MAX_LOGIT_SCALE if self.loss_kind == "softmax" else None
         self.model = build_two_tower(config.model)
         self.normalization = config.data.normalization
-        self.image_size = config.model.image.image_size
+        self.image_cfg = config.model.image
+        self.image_size = config.model.image.get("image_size", 0)
         self.context_length = config.model.text.context_length
         self.zeroshot = ZeroShotPrompts.from_config(config)
+        # a video or audio tower in the image slot (config.model.image.kind): batches carry
+        # 'video' uint8 [batch, frames, H, W, 3] or 'audio' [batch, frames, mels] + 'audio_mask'
+        self.media = media_kind(config.model.image)
+
+    def make_example(self, tokenizer: Any, data_cfg: Any, train: bool) -> Any:
+        if self.media is None:
+            return default_example(tokenizer, data_cfg, train)
+        return MediaTextExample(tokenizer, MediaInputs(self.media, data_cfg, train))
+
+    def tower_inputs(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+        """The image tower's input (normalized images or video, or log-mels) and mask."""
+        if self.media == "audio":
+            return batch["audio"], batch["audio_mask"]
+        return normalize_images(batch[self.media or "image"], self.normalization), None
 
     def dummy_batch(self, batch_size: int = 1) -> Batch:
         n, s = self.image_size, self.context_length
+        if self.media:
+            batch = dummy_media(self.media, self.image_cfg, batch_size)
+        else:
+            batch = {"image": jnp.zeros((batch_size, n, n, 3), jnp.uint8)}
         return {
-            "image": jnp.zeros((batch_size, n, n, 3), jnp.uint8),
+            **{k: jnp.asarray(v) for k, v in batch.items()},
             "tokens": jnp.zeros((batch_size, s), jnp.int32),
             "padding_mask": jnp.ones((batch_size, s), bool),
         }
@@ -49,11 +70,9 @@ class ContrastiveTask:
     def init(self, rng: jax.Array) -> Any:
         """Boxed (logically partitioned) variables."""
         b = self.dummy_batch()
+        images, mask = self.tower_inputs(b)
         return self.model.init(
-            {"params": rng},
-            normalize_images(b["image"], self.normalization),
-            b["tokens"],
-            b["padding_mask"],
+            {"params": rng}, images, b["tokens"], b["padding_mask"], image_mask=mask
         )
 
     def forward(
@@ -61,11 +80,13 @@ class ContrastiveTask:
     ) -> dict[str, jax.Array]:
         """Model outputs the loss needs: ``{'image', 'text'}`` (``[batch, dim]``,
         L2-normalized) and the scalars ``logit_scale``, ``logit_bias``."""
+        images, mask = self.tower_inputs(batch)
         return self.model.apply(
             {"params": params},
-            normalize_images(batch["image"], self.normalization),
+            images,
             batch["tokens"],
             batch["padding_mask"],
+            image_mask=mask,
             deterministic=not train,
             rngs={"dropout": rng},
         )
@@ -89,11 +110,9 @@ class ContrastiveTask:
         """Eval forward: ``{'image': [batch, dim], 'text': [batch, dim]}`` (L2-normalized),
         the batch's ``image_id`` / ``label`` ``[batch]`` when it has them, and with zero-shot
         prompts ``zeroshot_sim`` ``[batch, classes]``: image vs. each class's mean prompt."""
+        images, mask = self.tower_inputs(batch)
         out = self.model.apply(
-            {"params": params},
-            normalize_images(batch["image"], self.normalization),
-            batch["tokens"],
-            batch["padding_mask"],
+            {"params": params}, images, batch["tokens"], batch["padding_mask"], image_mask=mask
         )
         result = {"image": out["image"], "text": out["text"]}
         result.update({k: batch[k] for k in ("image_id", "label") if k in batch})

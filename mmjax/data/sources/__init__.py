@@ -6,6 +6,7 @@
     folder:<root>                      root/<class>/<image> classification (image_folder.py)
     wds:<shards-{000..127}.tar>        tar shards, streamed (wds_source.py)
     arrayrecord:<dir or glob>          the output of ``mmjax data prepare`` (arrayrecord_source.py)
+    generated:<name>                   built-in video / audio / sentiment data (data/generated.py)
 
 Every random-access source has ``len`` and ``source[i] -> record`` (records.py); the
 eval split of ``wds:`` shards is read into memory (``WdsListSource``).
@@ -17,7 +18,7 @@ from typing import Any
 
 from mmjax.data.sources.records import DEFAULT_CAPTION_TEMPLATE, SourceError
 
-KINDS = ("synthetic", "tfds", "files", "folder", "wds", "arrayrecord")
+KINDS = ("synthetic", "tfds", "files", "folder", "wds", "arrayrecord", "generated")
 
 
 def parse_spec(spec: str, key: str = "config.data.source") -> tuple[str, str]:
@@ -43,7 +44,7 @@ def source_spec(data_cfg: Any, split: str) -> str:
     if eval_source:
         return eval_source
     kind, _ = parse_spec(data_cfg.source)
-    if kind in ("synthetic", "tfds"):
+    if kind in ("synthetic", "tfds", "generated"):
         return data_cfg.source
     raise SourceError(
         f"config.data.eval_source: the training source {data_cfg.source!r} has no eval "
@@ -99,6 +100,10 @@ def open_source(spec: str, data_cfg: Any, split: str = "train") -> Any:
         from mmjax.data.sources.wds_source import WdsListSource
 
         return WdsListSource(arg, template(data_cfg))
+    if kind == "generated":
+        from mmjax.data.generated import open_generated
+
+        return open_generated(arg, data_cfg, split)
     if kind == "arrayrecord":
         from mmjax.data.sources.arrayrecord_source import ArrayRecordSource
 

@@ -3,6 +3,8 @@
 One row per image. Columns / keys:
 
     image       image file path, relative to the captions file's directory (or absolute)
+    video, audio  a video / audio file path (instead of or besides ``image``), decoded by
+                the example (``mmjax.data.media``: imageio + PyAV, soundfile)
     caption     one caption, or
     captions    several (a JSON list; in a CSV cell, the list as JSON text)
     label       optional class: an int, or a class name (names are indexed in sorted order)
@@ -29,6 +31,7 @@ from mmjax.data.sources.records import (
 from mmjax.data.transforms import BadRecord
 
 OPTIONAL_TEXT = ("question", "answer")
+MEDIA_PATHS = ("video", "audio")
 
 
 def read_image_file(path: Path, where: str) -> bytes:
@@ -86,10 +89,15 @@ class FilesSource:
         labels = []
         for line, row in _rows(self.path):
             where = f"{self.path}:{line}"
+            out: dict[str, Any] = {"key": where}
+            for media in MEDIA_PATHS:  # video / audio files: decoded by data/media.py
+                if isinstance(row.get(media), str) and row[media]:
+                    out[media] = str(root / row[media])
             image = row.get("image")
-            if not isinstance(image, str) or not image:
+            if isinstance(image, str) and image:
+                out["image"] = str(root / image)
+            elif not any(m in out for m in MEDIA_PATHS):
                 raise SourceError(f"{where}: no 'image' path (keys: {sorted(row)})")
-            out: dict[str, Any] = {"key": where, "image": str(root / image)}
             if row.get("captions") not in (None, ""):
                 out["captions"] = _list(row["captions"], where, "captions")
             elif row.get("caption") is not None:
@@ -131,6 +139,8 @@ class FilesSource:
     def raw(self, index: int) -> dict[str, Any]:
         """Row ``index`` with its image file's encoded bytes."""
         row = self.rows[int(index)]
+        if "image" not in row:  # a video / audio row: its file is read where it is decoded
+            return dict(row)
         return dict(row, image=read_image_file(storage.user_path(row["image"]), row["key"]))
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -1,0 +1,140 @@
+"""AST-style audio encoder (Gong et al. 2021) on the shared transformer.
+
+A log-mel spectrogram ``[batch, frames, mels]`` (computed in the input pipeline:
+``mmjax.data.audio``) is cut into non-overlapping ``time_patch x freq_patch`` patches
+(a 2-D convolution with stride = kernel over ``[frames, mels, 1]``), gets positions over
+the (time, frequency) patch grid, runs through ``layers.Encoder`` and is pooled as the
+ViT is. Clips shorter than ``max_frames`` come padded with a frame mask: padded frames
+are zeroed, and patches whose first frame is padding are masked out of attention,
+pooling and the returned tokens.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mmjax.models.fusion import key_mask, masked_mean, zero_padding
+from mmjax.models.layers import Dtype, Encoder, dense_init, layer_norm
+from mmjax.models.vision import posemb_sincos_2d
+
+POOLS = ("cls", "mean")
+POSEMBS = ("learn", "sincos2d")
+
+
+def patch_mask(frame_mask: jax.Array, time_patch: int, freq_patches: int) -> jax.Array:
+    """Frame mask bool ``[batch, frames]`` -> patch mask ``[batch, time_patches *
+    freq_patches]`` (time-major, as the patches are laid out): a patch is real when its
+    first frame is."""
+    real = frame_mask[:, ::time_patch]
+    return jnp.repeat(real, freq_patches, axis=1)
+
+
+class AudioTransformer(nn.Module):
+    """``spectrograms`` float ``[batch, max_frames, num_mels]`` (+ bool ``mask``
+    ``[batch, max_frames]``, all real when ``None``) -> ``{'tokens': [batch, seq, width],
+    'pooled': [batch, width], 'mask': bool [batch, seq]}`` with ``seq`` the patches
+    (+1 for the class token, always real). Padded tokens are 0."""
+
+    max_frames: int
+    num_mels: int
+    time_patch: int
+    freq_patch: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    pool: str = "mean"
+    posemb: str = "learn"
+    act: str = "gelu"
+    ln_eps: float = 1e-5
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+    remat: str = "none"
+    scan_layers: bool = False
+
+    def grid(self) -> tuple[int, int]:
+        """``(time patches, frequency patches)``."""
+        if self.max_frames % self.time_patch or self.num_mels % self.freq_patch:
+            raise ValueError(
+                f"a {self.max_frames} x {self.num_mels} spectrogram is not divisible into "
+                f"{self.time_patch} x {self.freq_patch} patches"
+            )
+        return self.max_frames // self.time_patch, self.num_mels // self.freq_patch
+
+    @nn.compact
+    def __call__(
+        self, spectrograms: jax.Array, mask: jax.Array | None = None, *, deterministic: bool = True
+    ) -> dict[str, jax.Array]:
+        for name, value, known in (("pool", self.pool, POOLS), ("posemb", self.posemb, POSEMBS)):
+            if value not in known:
+                raise ValueError(f"config.model.audio.{name}: unknown {value!r}; known: {known}")
+        want = (self.max_frames, self.num_mels)
+        if spectrograms.ndim != 3 or spectrograms.shape[1:] != want:
+            raise ValueError(
+                f"spectrograms are {spectrograms.shape}, the model expects [batch, *{want}]"
+            )
+        batch = spectrograms.shape[0]
+        if mask is None:
+            mask = jnp.ones((batch, self.max_frames), jnp.bool_)
+        steps, bands = self.grid()
+        w = self.width
+        x = nn.Conv(
+            w,
+            kernel_size=(self.time_patch, self.freq_patch),
+            strides=(self.time_patch, self.freq_patch),
+            padding="VALID",
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (None, None, None, "embed")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="patch_embed",
+        )(  # padded frames zeroed: a last, partial patch sees zeros whatever the padding
+            jnp.where(mask[..., None], spectrograms, 0).astype(self.dtype)[..., None]
+        )  # [batch, steps, bands, width]
+        x = x.reshape(batch, steps * bands, w)
+        tokens_mask = patch_mask(mask.astype(jnp.bool_), self.time_patch, bands)
+        if self.posemb == "sincos2d":
+            x = x + posemb_sincos_2d(steps, bands, w).astype(x.dtype)[None]
+        else:
+            x = (
+                x
+                + self.param(
+                    "pos_embed",
+                    nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
+                    (steps * bands, w),
+                    jnp.float32,
+                ).astype(x.dtype)[None]
+            )
+        if self.pool == "cls":
+            cls = self.param(
+                "cls_token",
+                nn.with_logical_partitioning(dense_init(w**-0.5), ("embed",)),
+                (w,),
+                jnp.float32,
+            )
+            x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, w)), x], 1)
+            tokens_mask = jnp.concatenate([jnp.ones((batch, 1), jnp.bool_), tokens_mask], 1)
+        x = zero_padding(x, tokens_mask)
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        x = Encoder(
+            depth=self.depth,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=True,
+            act=self.act,
+            ln_eps=self.ln_eps,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
+            name="encoder",
+        )(x, mask=key_mask(tokens_mask), deterministic=deterministic)
+        tokens = zero_padding(layer_norm(self.ln_eps, self.dtype, name="ln_post")(x), tokens_mask)
+        pooled = tokens[:, 0] if self.pool == "cls" else masked_mean(tokens, tokens_mask)
+        return {"tokens": tokens, "pooled": pooled, "mask": tokens_mask}

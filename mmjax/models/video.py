@@ -1,0 +1,246 @@
+"""ViViT-style video encoder on the shared transformer, and image-to-video weight inflation.
+
+``VideoTransformer`` cuts a clip ``[batch, frames, H, W, 3]`` into ``t x p x p`` tubelets
+(a 3-D convolution with stride = kernel, Arnab et al. 2021, "uniform frame sampling" when
+``t = 1``), adds factorised positions (spatial + temporal), and runs either
+
+- ``attention='joint'``: one ``layers.Encoder`` over all ``frames/t * patches`` tokens
+  (ViViT model 1, spatio-temporal attention), or
+- ``attention='factorised'``: the spatial ``Encoder`` on each time step's patches, a
+  per-step pooled token, then a temporal ``Encoder`` (``temporal_depth`` blocks) over the
+  time steps (ViViT model 2, factorised encoder).
+
+Pooling and the final norm are the ViT's (``vision.pool_tokens``). Param names follow the
+ViT's (``patch_embed``, ``pos_embed``, ``cls_token``, ``encoder``, ``ln_post``, ``map``), so
+an image tower's weights load into a video tower through ``config.init_from``;
+``inflate_image_params`` turns the 2-D patch kernel into a tubelet kernel (ViViT's
+"central frame" or "filter inflation" / averaged initialisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.models.layers import Dtype, Encoder, dense_init, layer_norm
+from mmjax.models.vision import POOLS, pool_tokens, posemb_sincos_2d
+
+ATTENTIONS = ("joint", "factorised")
+POSEMBS = ("learn", "sincos")
+INFLATIONS = ("average", "central")
+
+
+def posemb_sincos_1d(length: int, width: int, temperature: float = 10_000.0) -> jax.Array:
+    """Fixed 1-D sine-cosine positions ``[length, width]`` (Vaswani et al. 2017 layout:
+    sines then cosines over ``width // 2`` frequencies)."""
+    if width % 2:
+        raise ValueError(f"sincos time embeddings need an even width, got {width}")
+    omega = 1.0 / temperature ** (jnp.arange(width // 2) / max(width // 2 - 1, 1))
+    t = jnp.einsum("m,d->md", jnp.arange(length, dtype=jnp.float32), omega)
+    return jnp.concatenate([jnp.sin(t), jnp.cos(t)], axis=1)
+
+
+class VideoTransformer(nn.Module):
+    """ViViT: ``videos`` normalized float ``[batch, num_frames, H, W, 3]`` ->
+    ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``.
+
+    ``seq`` is ``steps * patches`` (+1 with a class token) for ``'joint'`` and ``steps``
+    (the time steps ``num_frames / tubelet``) for ``'factorised'``, whose tokens are the
+    temporal encoder's outputs. ``posemb='learn'`` learns spatial positions (the ViT's
+    ``pos_embed``, class token included) plus a temporal ``time_embed`` initialised at 0;
+    ``'sincos'`` adds fixed 2-D spatial + 1-D temporal sine-cosine positions to the
+    patches. The other fields are the ``VisionTransformer``'s.
+    """
+
+    num_frames: int
+    image_size: int
+    patch_size: int
+    tubelet: int
+    width: int
+    depth: int
+    num_heads: int
+    mlp_dim: int
+    attention: str = "joint"
+    temporal_depth: int = 1  # 'factorised': blocks of the temporal encoder
+    pool: str = "mean"
+    posemb: str = "learn"
+    act: str = "gelu"
+    ln_eps: float = 1e-5
+    pre_norm_embeddings: bool = False
+    patch_bias: bool = True
+    qkv_bias: bool = True
+    norm_tokens: bool = False
+    map_act: str = "gelu_tanh"
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    attention_impl: str | None = None
+    remat: str = "none"
+    scan_layers: bool = False
+
+    def grid(self) -> tuple[int, int]:
+        """``(time steps, patches per step)``."""
+        if self.num_frames % self.tubelet or self.image_size % self.patch_size:
+            raise ValueError(
+                f"video of {self.num_frames} frames of {self.image_size}px is not divisible "
+                f"into {self.tubelet}x{self.patch_size}x{self.patch_size} tubelets"
+            )
+        return self.num_frames // self.tubelet, (self.image_size // self.patch_size) ** 2
+
+    def _encoder(self, depth: int, name: str) -> Encoder:
+        return Encoder(
+            depth=depth,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            pre_norm=True,
+            act=self.act,
+            qkv_bias=self.qkv_bias,
+            ln_eps=self.ln_eps,
+            dropout_rate=self.dropout_rate,
+            dtype=self.dtype,
+            attention_impl=self.attention_impl,
+            remat=self.remat,
+            scan_layers=self.scan_layers,
+            name=name,
+        )
+
+    def _cls(self, batch: int) -> jax.Array:
+        cls = self.param(
+            "cls_token",
+            nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
+            (self.width,),
+            jnp.float32,
+        )
+        return jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.width))
+
+    @nn.compact
+    def __call__(self, videos: jax.Array, *, deterministic: bool = True) -> dict[str, jax.Array]:
+        for name, value, known in (
+            ("pool", self.pool, POOLS),
+            ("attention", self.attention, ATTENTIONS),
+            ("posemb", self.posemb, POSEMBS),
+        ):
+            if value not in known:
+                raise ValueError(f"config.model.video.{name}: unknown {value!r}; known: {known}")
+        want = (self.num_frames, self.image_size, self.image_size, 3)
+        if videos.ndim != 5 or videos.shape[1:] != want:
+            raise ValueError(f"videos are {videos.shape}, the model expects [batch, *{want}]")
+        steps, patches = self.grid()
+        t, p, w = self.tubelet, self.patch_size, self.width
+        x = nn.Conv(
+            w,
+            kernel_size=(t, p, p),
+            strides=(t, p, p),
+            padding="VALID",
+            use_bias=self.patch_bias,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            kernel_init=nn.with_logical_partitioning(
+                nn.initializers.lecun_normal(), (None, None, None, None, "embed")
+            ),
+            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+            name="patch_embed",
+        )(videos.astype(self.dtype))  # [batch, steps, grid, grid, width]
+        batch, grid = x.shape[0], x.shape[2]
+        x = x.reshape(batch, steps, patches, w)
+        cls_slot = 1 if self.pool == "cls" else 0
+        if self.posemb == "sincos":
+            space = posemb_sincos_2d(grid, grid, w)
+            x = x + (space[None] + posemb_sincos_1d(steps, w)[:, None]).astype(x.dtype)[None]
+            space_cls = jnp.zeros((w,), x.dtype)
+        else:
+            pos = self.param(
+                "pos_embed",
+                nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
+                (cls_slot + patches, w),
+                jnp.float32,
+            ).astype(x.dtype)
+            time = self.param(
+                "time_embed",
+                nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
+                (steps, w),
+                jnp.float32,
+            ).astype(x.dtype)
+            x = x + pos[cls_slot:][None, None] + time[None, :, None]
+            space_cls = pos[0] if cls_slot else jnp.zeros((w,), x.dtype)
+
+        def embed(tokens: jax.Array) -> jax.Array:  # [n, seq, width]: class token, norm, drop
+            if cls_slot:
+                cls = self._cls(tokens.shape[0]) + space_cls
+                tokens = jnp.concatenate([cls, tokens], axis=1)
+            if self.pre_norm_embeddings:
+                tokens = layer_norm(self.ln_eps, self.dtype, name="ln_pre")(tokens)
+            return nn.Dropout(self.dropout_rate)(tokens, deterministic=deterministic)
+
+        pool_kw = dict(
+            norm_tokens=self.norm_tokens,
+            ln_eps=self.ln_eps,
+            num_heads=self.num_heads,
+            mlp_dim=self.mlp_dim,
+            map_act=self.map_act,
+            dtype=self.dtype,
+        )
+        if self.attention == "joint":
+            x = embed(x.reshape(batch, steps * patches, w))
+            x = self._encoder(self.depth, "encoder")(x, deterministic=deterministic)
+            return pool_tokens(x, self.pool, **pool_kw)
+        # Factorised encoder: each time step alone through the spatial encoder, one pooled
+        # token per step (class token or mean), then the steps through the temporal encoder.
+        x = embed(x.reshape(batch * steps, patches, w))
+        x = self._encoder(self.depth, "encoder")(x, deterministic=deterministic)
+        frames = x[:, 0] if cls_slot else jnp.mean(x, axis=1)
+        frames = layer_norm(self.ln_eps, self.dtype, name="ln_space")(frames)
+        x = frames.reshape(batch, steps, w)
+        if self.posemb == "sincos":
+            x = x + posemb_sincos_1d(steps, w).astype(x.dtype)[None]
+        else:
+            x = (
+                x
+                + self.param(
+                    "temporal_pos_embed",
+                    nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
+                    (steps, w),
+                    jnp.float32,
+                ).astype(x.dtype)[None]
+            )
+        x = self._encoder(self.temporal_depth, "temporal_encoder")(x, deterministic=deterministic)
+        tokens = layer_norm(self.ln_eps, self.dtype, name="ln_post")(x)
+        return {"tokens": tokens, "pooled": jnp.mean(tokens, axis=1)}
+
+
+def inflate_kernel(kernel: np.ndarray, tubelet: int, mode: str = "average") -> np.ndarray:
+    """A 2-D patch kernel ``[p, p, c, width]`` -> a tubelet kernel ``[t, p, p, c, width]``.
+
+    ``'average'``: the kernel repeated over time and divided by ``t`` (ViViT's filter
+    inflation: a clip of identical frames embeds as the frame does); ``'central'``: the
+    kernel at the middle time index (``t // 2``), zeros elsewhere (ViViT's central-frame
+    initialisation).
+    """
+    if mode not in INFLATIONS:
+        raise ValueError(f"config.init_from_inflate: unknown {mode!r}; known: {INFLATIONS}")
+    kernel = np.asarray(kernel)
+    if mode == "average":
+        return np.repeat(kernel[None] / tubelet, tubelet, axis=0)
+    out = np.zeros((tubelet, *kernel.shape), kernel.dtype)
+    out[tubelet // 2] = kernel
+    return out
+
+
+def inflate_image_params(
+    source: Mapping[str, Any], target: Mapping[str, Any], mode: str = "average"
+) -> dict[str, Any]:
+    """``source`` (flat ``{path: array}``) with every 2-D patch kernel that ``target`` holds
+    as a tubelet kernel (``.../patch_embed/kernel``: 4-D in the source, 5-D in the target)
+    inflated by ``inflate_kernel``; everything else as it is."""
+    out = dict(source)
+    for path, value in source.items():
+        if not path.endswith("patch_embed/kernel") or path not in target:
+            continue
+        want = tuple(np.shape(target[path]))
+        if np.ndim(value) == 4 and len(want) == 5 and want[1:] == tuple(np.shape(value)):
+            out[path] = inflate_kernel(np.asarray(value), want[0], mode)
+    return out
