@@ -40,6 +40,7 @@ from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
 from mmjax.tasks import build_task
+from mmjax.workdir_lock import WorkdirLock, check_layout
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -183,8 +184,15 @@ def evaluate(
 def train(config: Any, workdir: str | Path) -> dict[str, float]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
-    Returns the last logged metrics (train and eval).
+    Holds the workdir's lock (``mmjax.workdir_lock``) throughout: a second run on the same
+    workdir stops before writing anything. Returns the last logged metrics (train and eval).
     """
+    with WorkdirLock(workdir):
+        check_layout(workdir)
+        return _train(config, workdir)
+
+
+def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_json = config_lib.to_json(config)

@@ -466,5 +466,6 @@ def test_cli_data_prepare(data, tmp_path, capsys):
     assert cli.main(["data", "prepare", "--source", spec, "--out", str(tmp_path / "p")]) == 0
     assert f"wrote {N_EVAL} records in 1 files" in capsys.readouterr().out
     assert len(ArrayRecordSource(str(tmp_path / "p"))) == N_EVAL
-    assert cli.main(["data", "prepare", "--source", "synthetic", "--out", str(tmp_path)]) == 2
+    # exit code 5: bad data (mmjax.errors)
+    assert cli.main(["data", "prepare", "--source", "synthetic", "--out", str(tmp_path)]) == 5
     assert "prepare reads files:, folder:, wds:" in capsys.readouterr().err
