@@ -39,6 +39,7 @@ from mmjax.metric_writer import MetricWriter
 from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
+from mmjax.run_checks import check_run_config
 from mmjax.tasks import build_task
 from mmjax.workdir_lock import WorkdirLock, check_layout
 
@@ -193,13 +194,14 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
 
 
 def _train(config: Any, workdir: str | Path) -> dict[str, float]:
+    mesh = sharding.make_mesh(config.mesh)
+    check_run_config(config, mesh)  # bad numbers fail here, before anything is written
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     config_json = config_lib.to_json(config)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config_json + "\n")
 
-    mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     task = build_task(config)
     # model.text None: an image-only model; its task's examples leave the tokenizer unused.
