@@ -290,7 +290,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
         print("warning: frozen params are randomly initialized (config.init_from is empty)")
     start = int(state.step)
 
-    stop = StopRequest(config.train.get("preemption_sync_every", 10))
+    stop = StopRequest(config.train.get("preemption_sync_every", 10), finish=ckpt.wait)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules), stop:
         step_fn = jax.jit(
             make_train_step(
@@ -379,9 +379,11 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
                     best.save(step, state.full_params(use_ema=ema_decay > 0), eval_row)
                 t_last += time.perf_counter() - t0  # eval time is not training throughput
             if (every and step % every == 0) or is_last:
-                ckpt.save(step, state, data_iter, config_json, force=is_last)
+                with stop.saving():  # a second Ctrl-C here waits for the save
+                    ckpt.save(step, state, data_iter, config_json, force=is_last)
             if preempted:
-                ckpt.wait()
+                with stop.saving():
+                    ckpt.wait()
                 if jax.process_index() == 0:
                     bar.write(f"stopped at step {step} ({stop.signal_name}); checkpoint saved")
                 break

@@ -5,11 +5,15 @@ resuming with another config or from a damaged checkpoint."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
+from mmjax.checkpoint import read_state
 from mmjax.train import train
 from tests.conftest import REPO
 from tests.test_failures import ENV, _is_tmp_save, _kill, _start, _steps, _wait_for
@@ -49,3 +53,34 @@ def test_checkpoints_path_that_is_a_file_is_an_error(tiny_config, tmp_path):
     (tmp_path / "checkpoints").write_text("not a directory")
     with pytest.raises(RuntimeError, match="checkpoints must be a directory"):
         train(tiny_config, tmp_path)
+
+
+def _saves_in_flight(ckpt: Path) -> list[int]:
+    """Steps whose ``<step>.orbax-checkpoint-tmp*`` directory exists (being written)."""
+    try:
+        names = [e.name for e in os.scandir(ckpt) if "orbax-checkpoint-tmp" in e.name]
+    except FileNotFoundError:
+        return []
+    return [int(n.partition(".")[0]) for n in names]
+
+
+def test_double_ctrl_c_while_a_save_is_in_flight_commits_that_save(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    proc = _start(tmp_path, 100_000)
+    in_flight: list[int] = []
+    try:
+        _wait_for(proc, lambda: len(_steps(ckpt)) >= 1, timeout=300)
+        proc.send_signal(signal.SIGINT)  # stop after this step and save
+        time.sleep(0.5)  # two signals at once would be handled as one
+        # The second Ctrl-C while the stop's save is being written (the old code lost it:
+        # the KeyboardInterrupt landed in the wait for the save and the process exited).
+        _wait_for(proc, lambda: bool(in_flight.extend(_saves_in_flight(ckpt)) or in_flight), poll=0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        _kill(proc)
+    assert proc.returncode == 130, out[-2000:]  # mmjax.errors: interrupted
+    assert not _is_tmp_save(ckpt)
+    for step in in_flight:  # the save that was being written is committed and readable
+        assert step in _steps(ckpt), (in_flight, _steps(ckpt))
+        assert int(read_state(ckpt / str(step))["step"]) == step
