@@ -133,6 +133,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.nonfinite = "stop"  # non-finite loss/grads: 'stop' (at that step) | 'skip_step'
     c.train.preemption_sync_every = 10  # multi-process: steps between stop-flag exchanges
     c.train.debug_nan_step = 0  # fault injection: make step k's loss and grads NaN (0 = off)
+    c.train.allow_config_change = False  # resume a checkpoint saved with another lr/batch/data
 
     variants = set((arg or "").split(",")) - {""}
     unknown = variants - {"siglip", "tiny"}

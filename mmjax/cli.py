@@ -154,7 +154,7 @@ def _main(argv: list[str]) -> int:
         result = train(config, workdir)
         import jax
 
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and result:
             print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
         return 0
     if args.command == "info":

@@ -39,6 +39,7 @@ from mmjax.metric_writer import MetricWriter
 from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
+from mmjax.resume_check import check_config_change, restore_latest_intact
 from mmjax.run_checks import check_run_config
 from mmjax.tasks import build_task
 from mmjax.workdir_lock import WorkdirLock, check_layout
@@ -198,6 +199,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     check_run_config(config, mesh)  # bad numbers fail here, before anything is written
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    check_config_change(workdir / "checkpoints", config)  # before config.json is replaced
     config_json = config_lib.to_json(config)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config_json + "\n")
@@ -259,17 +261,18 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     faults = FaultMonitor(
         config.train.get("nonfinite", "stop"), config.data.get("max_bad_fraction", 1.0)
     )
-    start = ckpt.latest_step()
-    if start is not None:
-        abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
-        )
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+    )
+
+    def restore(start: int) -> TrainState:
+        nonlocal data_iter
         if ckpt.has_data_state(start):
-            state = ckpt.restore(start, abstract, data_iter)
+            return ckpt.restore(start, abstract, data_iter)
         else:
             # Saved by another number of processes: their iterator states do not apply,
             # but a random-access pipeline's position is a function of the step.
-            state = ckpt.restore_state(start, abstract)
+            restored = ckpt.restore_state(start, abstract)
             data_iter = iter(
                 train_dataset(
                     config.data,
@@ -280,6 +283,11 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
                     example=train_example,
                 )
             )
+            return restored
+
+    resumed = restore_latest_intact(ckpt, abstract, restore)  # skips unreadable steps
+    if resumed is not None:
+        start, state = resumed
         if jax.process_index() == 0:
             print(f"resumed from {ckpt.directory} at step {start}")
     elif config.get("init_from"):
@@ -289,6 +297,11 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     elif plan.frozen and jax.process_index() == 0:
         print("warning: frozen params are randomly initialized (config.init_from is empty)")
     start = int(state.step)
+    if start >= steps and jax.process_index() == 0:
+        print(
+            f"the checkpoint is at step {start} and config.train.steps is {steps}: nothing "
+            "to train (raise --config.train.steps to continue this run)"
+        )
 
     stop = StopRequest(config.train.get("preemption_sync_every", 10), finish=ckpt.wait)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules), stop:

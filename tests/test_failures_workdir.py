@@ -16,7 +16,16 @@ import pytest
 from mmjax.checkpoint import read_state
 from mmjax.train import train
 from tests.conftest import REPO
-from tests.test_failures import ENV, _is_tmp_save, _kill, _start, _steps, _wait_for
+from tests.test_failures import (
+    ENV,
+    _assert_same_params,
+    _config,
+    _is_tmp_save,
+    _kill,
+    _start,
+    _steps,
+    _wait_for,
+)
 from tests.test_train import _rows, _train_cmd
 
 
@@ -84,3 +93,45 @@ def test_double_ctrl_c_while_a_save_is_in_flight_commits_that_save(tmp_path):
     for step in in_flight:  # the save that was being written is committed and readable
         assert step in _steps(ckpt), (in_flight, _steps(ckpt))
         assert int(read_state(ckpt / str(step))["step"]) == step
+
+
+def _largest_file(root: Path) -> Path:
+    return max((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def test_resume_checks_the_config_and_falls_back_to_the_latest_intact_step(tiny_config, tmp_path):
+    """A changed lr is refused naming the key (config.json kept); a changed width names
+    the params; a truncated latest checkpoint (CLI) and a corrupt iterator state (in
+    process) each resume from the step before, ending bit-identical to the straight run."""
+    steps, ckpt = 40, tmp_path / "checkpoints"
+    config = _config(tiny_config, steps)
+    train(config, tmp_path)
+    final = read_state(ckpt / str(steps))["params"]
+    config_json = (tmp_path / "config.json").read_text()
+
+    lr = _run(_train_cmd(tmp_path, steps) + ["--config.optim.lr=0.001"])
+    assert lr.returncode == 4, lr.stderr[-2000:]  # mmjax.errors: cannot resume
+    assert "optim.lr: 0.005 -> 0.001" in lr.stderr and "allow_config_change" in lr.stderr
+    assert "Traceback" not in lr.stderr
+    assert (tmp_path / "config.json").read_text() == config_json
+
+    wide = _run(
+        _train_cmd(tmp_path, steps)
+        + ["--config.model.image.width=48", "--config.train.allow_config_change=true"]
+    )
+    assert wide.returncode == 4, wide.stderr[-2000:]
+    assert "does not fit this model: params/image/" in wide.stderr
+    assert "saved (32,), config (48,)" in wide.stderr and "Traceback" not in wide.stderr
+
+    with _largest_file(ckpt / str(steps) / "state").open("r+b") as f:  # a truncated write
+        f.truncate(f.seek(0, 2) // 2)
+    resumed = _run(_train_cmd(tmp_path, steps), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"skipping checkpoint step {steps}: it does not restore" in resumed.stdout
+    assert f"resumed from {ckpt} at step {steps - 10}" in resumed.stdout
+    assert (tmp_path / "checkpoints-unreadable" / str(steps)).is_dir()  # kept, not deleted
+    _assert_same_params(read_state(ckpt / str(steps))["params"], final)
+
+    (ckpt / str(steps) / "data" / "process_0-of-1.json").write_text('{"next_index": ')
+    train(config, tmp_path)
+    _assert_same_params(read_state(ckpt / str(steps))["params"], final)
