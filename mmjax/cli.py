@@ -74,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--no-verify", action="store_true", help="do not decode images (keep undecodable ones)"
     )
+    prepare.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let a captions file name images outside its directory (absolute or ../ paths)",
+    )
     return parser
 
 
@@ -83,7 +88,13 @@ def _data(args: argparse.Namespace, overrides: list[str]) -> int:
 
     if overrides:
         raise config_lib.ConfigError("data prepare takes no --config.KEY overrides")
-    manifest = prepare(args.source, args.out, args.shard_size, verify=not args.no_verify)
+    manifest = prepare(
+        args.source,
+        args.out,
+        args.shard_size,
+        verify=not args.no_verify,
+        allow_outside_root=args.allow_outside_root,
+    )
     print(
         f"wrote {manifest['num_records']} records in {len(manifest['shards'])} files to "
         f"{args.out} ({manifest['num_bad']} bad inputs left out, listed in manifest.json); "

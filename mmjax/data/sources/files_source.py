@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mmjax.data.sources.paths import inside_root
 from mmjax.data.sources.records import (
     DEFAULT_CAPTION_TEMPLATE,
     SourceError,
@@ -43,13 +44,20 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise SourceError(f"config.data.source files:{path}: no such file")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return [(n + 2, dict(row)) for n, row in enumerate(csv.DictReader(f))]
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                return [(n + 2, dict(row)) for n, row in enumerate(csv.DictReader(f))]
+        except UnicodeDecodeError as e:
+            raise SourceError(f"{path}: not UTF-8 text ({e})") from None
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise SourceError(f"config.data.source files:{path}: expected a .jsonl or .csv file")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SourceError(f"{path}:{n}: not UTF-8 text ({e})") from None
             if not line.strip():
                 continue
             try:
@@ -74,10 +82,21 @@ def _list(value: Any, where: str, key: str) -> list[str]:
     return value
 
 
+def _is_int_label(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or str(value).strip().lstrip("-").isdigit()
+
+
 class FilesSource:
     """Random access to the rows of a captions file: ``len``, ``source[i] -> record``."""
 
-    def __init__(self, path: str | Path, template: str = DEFAULT_CAPTION_TEMPLATE):
+    def __init__(
+        self,
+        path: str | Path,
+        template: str = DEFAULT_CAPTION_TEMPLATE,
+        allow_outside_root: bool = False,
+    ):
         self.path = Path(path)
         self.template = template
         root = self.path.parent
@@ -88,7 +107,10 @@ class FilesSource:
             image = row.get("image")
             if not isinstance(image, str) or not image:
                 raise SourceError(f"{where}: no 'image' path (keys: {sorted(row)})")
-            out: dict[str, Any] = {"key": where, "image": str(root / image)}
+            out: dict[str, Any] = {
+                "key": where,
+                "image": inside_root(root, image, where, allow_outside_root),
+            }
             if row.get("captions") not in (None, ""):
                 out["captions"] = _list(row["captions"], where, "captions")
             elif row.get("caption") is not None:
@@ -98,18 +120,31 @@ class FilesSource:
             out.update({k: str(row[k]) for k in OPTIONAL_TEXT if row.get(k) not in (None, "")})
             if row.get("label") not in (None, ""):
                 out["label"] = row["label"]
-                labels.append(row["label"])
+                labels.append((where, row["label"]))
             self.rows.append(out)
         self._index_labels(labels)
 
-    def _index_labels(self, labels: list[Any]) -> None:
-        """Int labels (or digit strings, as a CSV has them) stay; class names are indexed."""
-        if all(isinstance(x, int) or str(x).strip().lstrip("-").isdigit() for x in labels):
+    def _index_labels(self, labels: list[tuple[str, Any]]) -> None:
+        """Int labels (or digit strings, as a CSV has them) stay; class names are indexed.
+        A mix of both is an error naming the first odd row (one malformed label must not
+        turn every int label into a class name and remap them all)."""
+        is_int = [_is_int_label(x) for _, x in labels]
+        if any(is_int) and not all(is_int):
+            ints = sum(is_int)
+            odd = is_int.index(ints < len(is_int) / 2)
+            where, value = labels[odd]
+            raise SourceError(
+                f"{where}: label {value!r} mixes with the file's other labels "
+                f"({ints} of {len(labels)} are integers); use integer labels or class "
+                "names throughout"
+            )
+        if all(is_int):
             for row in self.rows:
                 if "label" in row:
                     row["label"] = int(row["label"])
             self.class_names = None
             return
+        labels = [x for _, x in labels]
         index = class_index([str(x) for x in labels])
         self.class_names = list(index)
         for row in self.rows:
