@@ -21,6 +21,7 @@ of the (heavy) modules that define them and ``mmjax --help`` stays fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -81,6 +82,16 @@ def debug_requested(argv: list[str]) -> tuple[bool, list[str]]:
     return env or "--debug" in argv, [a for a in argv if a != "--debug"]
 
 
+class _NoLibraryTracebacks(logging.Filter):
+    """Keeps the one line of a library's error log record and drops its traceback (orbax
+    logs each failed background save with ``exc_info``: a thousand lines per failure)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "site-packages" in (record.pathname or ""):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def _startup_sigterm(signum: int, frame: Any) -> None:
     raise StartupTerminated
 
@@ -92,6 +103,8 @@ def run_command(command: Callable[[], int], debug: bool = False) -> int:
     SIGTERM before the train loop takes over the signal (``mmjax.preemption``) ends the
     command cleanly with exit code 143; the loop itself saves a checkpoint and exits 0.
     """
+    if not debug:
+        logging.getLogger("absl").addFilter(_NoLibraryTracebacks())
     in_main = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     if in_main:
         try:

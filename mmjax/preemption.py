@@ -55,7 +55,10 @@ class StopRequest:
             if exc_type is not None and self.finish is not None and jax.process_count() == 1:
                 self._holding += 1
                 self._say("waiting for the checkpoint being written to commit")
-                self.finish()
+                try:
+                    self.finish()
+                except Exception:  # noqa: BLE001 - the error already leaving says more
+                    pass
         finally:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)

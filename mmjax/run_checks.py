@@ -116,3 +116,37 @@ def _check_batch(config: Any, mesh: jax.sharding.Mesh) -> None:
                 f"config.train.{key} ({value}) must be divisible by the mesh's data x fsdp "
                 f"axes ({mesh.shape['data']} x {mesh.shape['fsdp']} = {shards} devices)"
             )
+
+
+def eval_metric_names(
+    task: Any, eval_fn: Any, params: Any, batch: dict[str, Any], mesh: Any
+) -> set[str]:
+    """The ``eval/...`` keys an eval will log, found without running the model: the task's
+    metrics of zero outputs shaped as ``eval_fn``'s (``jax.eval_shape``); ``set()`` when
+    the task's metrics cannot be computed on zeros."""
+    import numpy as np
+
+    from mmjax import sharding
+
+    inputs = sharding.global_batch({k: v for k, v in batch.items() if k != "valid"}, mesh)
+    shapes = jax.eval_shape(eval_fn, params, inputs)
+    zeros = {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+    try:
+        return {f"eval/{k}" for k in task.eval_metrics(zeros)}
+    except Exception:  # noqa: BLE001 - then the first eval checks the name (BestCheckpointer)
+        return set()
+
+
+def check_best_metric(metric: str, names: set[str]) -> None:
+    """``config.train.best_metric`` must be one of the eval metrics (``names``; empty:
+    unknown, not checked here)."""
+    if not names or metric in names:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(metric, sorted(names), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"config.train.best_metric {metric!r} is not an eval metric of this task{hint} "
+        f"(they are {sorted(names)})"
+    )

@@ -40,7 +40,7 @@ from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
 from mmjax.resume_check import check_config_change, restore_latest_intact
-from mmjax.run_checks import check_run_config
+from mmjax.run_checks import check_best_metric, check_run_config, eval_metric_names
 from mmjax.tasks import build_task
 from mmjax.workdir_lock import WorkdirLock, check_layout
 
@@ -329,6 +329,11 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             config.train.eval_batch_size,
             example=make_example(tokenizer, config.data, train=False),
         )
+        if best is not None and eval_data:  # a typo fails now, not at the first eval
+            names = eval_metric_names(
+                task, eval_fn, state.full_params(use_ema=ema_decay > 0), eval_data[0], mesh
+            )
+            check_best_metric(best.metric, names)
         writer = MetricWriter(workdir)
         last: dict[str, float] = {}
         bar = tqdm.tqdm(
@@ -354,6 +359,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             state, metrics = compiled_step(state, batch)
             pending.append((step, metrics))
             faults.add(step, metrics, skipped)
+            ckpt.check()  # a failed async save (disk full) stops the run at the next step
             bar.update(1)
             preempted = stop.should_stop(step)
             is_last = step == steps or preempted

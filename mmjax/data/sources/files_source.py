@@ -2,7 +2,8 @@
 
 One row per image. Columns / keys:
 
-    image       image file path, relative to the captions file's directory (or absolute)
+    image       image file path, relative to the captions file's directory (or absolute);
+                it must lie inside that directory unless data.allow_outside_root=True
     caption     one caption, or
     captions    several (a JSON list; in a CSV cell, the list as JSON text)
     label       optional class: an int, or a class name (names are indexed in sorted order)
