@@ -38,3 +38,10 @@ def test_bad_numbers_are_errors_naming_the_key_before_anything_is_written(
         train(config, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
     assert not (tmp_path / "config.json").exists()
+
+
+def test_best_metric_typo_is_an_error_before_the_first_step(tiny_config, tmp_path):
+    config = config_lib.apply_overrides(tiny_config, ["train.best_metric=eval/i2t_r01"])
+    with pytest.raises(config_lib.ConfigError, match="did you mean 'eval/i2t_r1'"):
+        train(config, tmp_path)
+    assert not (tmp_path / "metrics.jsonl").exists()  # no step ran

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -99,7 +100,9 @@ def _largest_file(root: Path) -> Path:
     return max((p for p in root.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
 
 
-def test_resume_checks_the_config_and_falls_back_to_the_latest_intact_step(tiny_config, tmp_path):
+def test_resume_checks_the_config_and_falls_back_to_the_latest_intact_step(
+    tiny_config, tmp_path, capsys
+):
     """A changed lr is refused naming the key (config.json kept); a changed width names
     the params; a truncated latest checkpoint (CLI) and a corrupt iterator state (in
     process) each resume from the step before, ending bit-identical to the straight run."""
@@ -135,3 +138,39 @@ def test_resume_checks_the_config_and_falls_back_to_the_latest_intact_step(tiny_
     (ckpt / str(steps) / "data" / "process_0-of-1.json").write_text('{"next_index": ')
     train(config, tmp_path)
     _assert_same_params(read_state(ckpt / str(steps))["params"], final)
+
+    capsys.readouterr()
+    assert train(_config(tiny_config, steps - 10), tmp_path) == {}  # a finished run says so
+    out = capsys.readouterr().out
+    assert f"resuming step {steps} with changed settings: train.steps: {steps} -> 30" in out
+    assert f"the checkpoint is at step {steps} and config.train.steps is 30: nothing" in out
+
+
+def _small_files() -> None:
+    """In the child: writes past 100 kB fail with EFBIG (a full disk, for one process)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+
+def test_failed_async_save_stops_at_once_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
+    ckpt = tmp_path / "checkpoints"
+    cmd = _train_cmd(tmp_path, 60) + ["--config.train.log_every=1"]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, preexec_fn=_small_files
+    )
+    assert proc.returncode == 9, proc.stderr[-3000:]  # mmjax.errors: a save failed
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("mmjax: error:")]
+    assert len(errors) == 1 and "saving a checkpoint to" in errors[0]
+    # Which save hits the limit first depends on how well the state compresses; the line
+    # names what is on disk, and what is there reads back.
+    kept = _steps(ckpt)
+    if kept:
+        assert f"checkpoint step {max(kept)} is the latest intact one" in errors[0]
+        assert int(read_state(ckpt / str(max(kept)))["step"]) == max(kept)
+    else:
+        assert "checkpoint none was kept" in errors[0]
+    # No traceback through mmjax (asyncio may still print "Event loop is closed" from
+    # orbax's abandoned save thread at interpreter exit).
+    assert "/mmjax/train.py" not in proc.stderr and "/mmjax/checkpoint.py" not in proc.stderr
+    last = max(r["step"] for r in _rows(tmp_path) if "loss" in r)
+    assert last < 60  # stopped soon after the failed save, not at the end
