@@ -126,6 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.nonfinite = "stop"
     c.train.preemption_sync_every = 10
     c.train.debug_nan_step = 0
+    c.train.allow_config_change = False
 
     variants = set((arg or "").split(",")) - {""}
     known = {"captioning_only", "tiny"}

@@ -74,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.prefetch = 4
     c.data.bad_records = "skip"  # unreadable image / empty caption: 'skip' (counted) | 'fail'
     c.data.max_bad_fraction = 0.1  # stop when more of the records read so far were bad
+    c.data.max_image_pixels = 89_478_485  # a larger image is a bad record (decompression bomb)
+    c.data.allow_outside_root = False  # files: image paths may leave the captions file's dir
     c.data.synthetic_corrupt_fraction = 0.0  # fault injection: this fraction of records is bad
     # Real data (mmjax/data/sources): source 'synthetic' | 'tfds:NAME[:SPLIT]' | 'files:X.jsonl'
     # | 'folder:ROOT' | 'wds:shards-{000..127}.tar' | 'arrayrecord:DIR'
@@ -133,6 +135,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.nonfinite = "stop"  # non-finite loss/grads: 'stop' (at that step) | 'skip_step'
     c.train.preemption_sync_every = 10  # multi-process: steps between stop-flag exchanges
     c.train.debug_nan_step = 0  # fault injection: make step k's loss and grads NaN (0 = off)
+    c.train.allow_config_change = False  # resume a checkpoint saved with another lr/batch/data
 
     variants = set((arg or "").split(",")) - {""}
     unknown = variants - {"siglip", "tiny"}

@@ -20,6 +20,10 @@ from mmjax import storage
 ITEMS = ("state", "data", "config")
 
 
+class CheckpointSaveError(RuntimeError):
+    """An (async) checkpoint save failed, e.g. a full disk; the message names the step kept."""
+
+
 class Checkpointer:
     """``CheckpointManager`` over ``WORKDIR/checkpoints``: the ``max_to_keep`` most recent
     saves, plus every ``keep_period``-th step forever (0 = none)."""
@@ -40,7 +44,17 @@ class Checkpointer:
     def save(
         self, step: int, state: Any, data_iterator: Any, config_json: str, force: bool = False
     ) -> bool:
-        """Starts an async save of ``step``; returns whether a save was started."""
+        """Starts an async save of ``step``; returns whether a save was started. A failure
+        (of this save, or of the previous one, which orbax reports here) is a
+        ``CheckpointSaveError``."""
+        try:
+            return self._save(step, state, data_iterator, config_json, force)
+        except Exception as e:  # noqa: BLE001 - tensorstore / OS errors
+            raise self._save_error(e) from e
+
+    def _save(
+        self, step: int, state: Any, data_iterator: Any, config_json: str, force: bool
+    ) -> bool:
         return self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -75,6 +89,23 @@ class Checkpointer:
             ),
         )
         return restored.state
+
+    def check(self) -> None:
+        """Raises ``CheckpointSaveError`` as soon as an async save has failed (orbax would
+        say so only at the next save, in pages of log); the committed steps stay."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as e:  # noqa: BLE001 - tensorstore / OS errors of the save thread
+            raise self._save_error(e) from e
+
+    def _save_error(self, error: Exception) -> CheckpointSaveError:
+        steps = [int(p.name) for p in self.directory.iterdir() if p.name.isdigit()]
+        kept = f"step {max(steps)} is the latest intact one" if steps else "none was kept"
+        first = next((ln for ln in str(error).splitlines() if ln.strip()), "")
+        return CheckpointSaveError(
+            f"saving a checkpoint to {self.directory} failed ({type(error).__name__}: "
+            f"{first[:300]}); stopped, checkpoint {kept}"
+        )
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

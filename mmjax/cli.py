@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mmjax import config as config_lib
+from mmjax.errors import debug_requested, run_command
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -76,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--no-verify", action="store_true", help="do not decode images (keep undecodable ones)"
     )
+    prepare.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="let a captions file name images outside its directory (absolute or ../ paths)",
+    )
     _add_compile_parser(sub)
     return parser
 
@@ -116,16 +122,18 @@ def _compile(args: argparse.Namespace, config: Any) -> int:
 
 
 def _data(args: argparse.Namespace, overrides: list[str]) -> int:
-    """``mmjax data prepare``; bad input is one error line naming it."""
+    """``mmjax data prepare``; bad input is one error line naming it (``mmjax.errors``)."""
     from mmjax.data.prepare import prepare
 
-    try:
-        if overrides:
-            raise config_lib.ConfigError("data prepare takes no --config.KEY overrides")
-        manifest = prepare(args.source, args.out, args.shard_size, verify=not args.no_verify)
-    except (OSError, ValueError) as e:  # SourceError, ConfigError, unreadable files
-        print(f"mmjax: error: {e}", file=sys.stderr)
-        return 2
+    if overrides:
+        raise config_lib.ConfigError("data prepare takes no --config.KEY overrides")
+    manifest = prepare(
+        args.source,
+        args.out,
+        args.shard_size,
+        verify=not args.no_verify,
+        allow_outside_root=args.allow_outside_root,
+    )
     print(
         f"wrote {manifest['num_records']} records in {len(manifest['shards'])} files to "
         f"{args.out} ({manifest['num_bad']} bad inputs left out, listed in manifest.json); "
@@ -136,23 +144,19 @@ def _data(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def _convert(args: argparse.Namespace, overrides: list[str]) -> int:
     """``mmjax convert``; bad input (a missing file, a checkpoint that does not fit) is
-    reported as one error line naming it."""
+    reported as one error line naming it (``mmjax.errors``)."""
     from mmjax.hf import convert
 
-    try:
-        if overrides:
-            raise config_lib.ConfigError("convert takes no --config.KEY overrides")
-        if args.hf and not args.out:
-            raise config_lib.ConfigError("convert --hf needs --out CKPT_DIR")
-        if args.ckpt and not args.to_hf:
-            raise config_lib.ConfigError("convert --ckpt needs --to-hf DIR")
-        if args.hf:
-            out = convert.hf_to_checkpoint(args.hf, args.out, allow_network=args.allow_network)
-        else:
-            out = convert.checkpoint_to_hf(args.ckpt, args.to_hf)
-    except (OSError, ValueError) as e:  # ConfigError, HFLoadError, WeightFileError, ...
-        print(f"mmjax: error: {e}", file=sys.stderr)
-        return 2
+    if overrides:
+        raise config_lib.ConfigError("convert takes no --config.KEY overrides")
+    if args.hf and not args.out:
+        raise config_lib.ConfigError("convert --hf needs --out CKPT_DIR")
+    if args.ckpt and not args.to_hf:
+        raise config_lib.ConfigError("convert --ckpt needs --to-hf DIR")
+    if args.hf:
+        out = convert.hf_to_checkpoint(args.hf, args.out, allow_network=args.allow_network)
+    else:
+        out = convert.checkpoint_to_hf(args.ckpt, args.to_hf)
     print(f"wrote {out}")
     return 0
 
@@ -168,24 +172,26 @@ def _config(spec: str | None, overrides: list[str]):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        rest, overrides = _split_overrides(argv)
-        args = _parser().parse_args(rest)
-        from mmjax import tpu_topology  # before jax starts: which platforms it may load
+    """Every subcommand's errors become one ``mmjax: error:`` line and an exit code per
+    kind (``mmjax.errors``); ``--debug`` (anywhere) or ``MMJAX_DEBUG=1`` adds the traceback."""
+    debug, argv = debug_requested(sys.argv[1:] if argv is None else argv)
+    return run_command(lambda: _main(argv), debug)
 
-        if args.command == "compile":
-            tpu_topology.use_cpu_backend_for_aot()
-        else:
-            tpu_topology.skip_tpu_probe()
-        if args.command == "convert":
-            return _convert(args, overrides)
-        if args.command == "data":
-            return _data(args, overrides)
-        config = _config(args.config, overrides)
-    except config_lib.ConfigError as e:
-        print(f"mmjax: error: {e}", file=sys.stderr)
-        return 2
+
+def _main(argv: list[str]) -> int:
+    rest, overrides = _split_overrides(argv)
+    args = _parser().parse_args(rest)
+    from mmjax import tpu_topology  # before jax starts: which platforms it may load
+
+    if args.command == "compile":
+        tpu_topology.use_cpu_backend_for_aot()
+    else:
+        tpu_topology.skip_tpu_probe()
+    if args.command == "convert":
+        return _convert(args, overrides)
+    if args.command == "data":
+        return _data(args, overrides)
+    config = _config(args.config, overrides)
     if args.command == "train":
         from mmjax.distributed import initialize
         from mmjax.train import train
@@ -193,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             initialize(args.coordinator, args.num_processes, args.process_id)
         except ValueError as e:
-            print(f"mmjax: error: {e}", file=sys.stderr)
-            return 2
+            raise config_lib.ConfigError(str(e)) from e
 
         if args.workdir is None and jax_process_count() > 1:
             print("mmjax: error: multi-process runs need an explicit --workdir", file=sys.stderr)
@@ -205,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, workdir)
         import jax
 
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and result:
             print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
         return 0
     if args.command == "info":

@@ -40,24 +40,28 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
+class MeshError(ValueError):
+    """``config.mesh`` does not fit the devices there are; the message names both."""
+
+
 def mesh_shape(mesh_cfg: Any, num_devices: int) -> dict[str, int]:
     """Resolves ``{'data': -1, 'fsdp': 1, 'tensor': 1}`` against ``num_devices`` (-1 fills)."""
     sizes = {axis: int(mesh_cfg.get(axis, 1)) for axis in MESH_AXES}
     fill = [axis for axis, size in sizes.items() if size == -1]
     if len(fill) > 1:
-        raise ValueError(f"config.mesh: only one axis may be -1, got {sizes}")
+        raise MeshError(f"config.mesh: only one axis may be -1, got {sizes}")
     if any(size == 0 or size < -1 for size in sizes.values()):
-        raise ValueError(f"config.mesh: axis sizes must be positive or -1, got {sizes}")
+        raise MeshError(f"config.mesh: axis sizes must be positive or -1, got {sizes}")
     fixed = math.prod(size for size in sizes.values() if size != -1)
     if fill:
         if num_devices % fixed:
-            raise ValueError(
+            raise MeshError(
                 f"config.mesh asks for {sizes}: the fixed axes need a multiple of {fixed} "
                 f"devices, but there are {num_devices}"
             )
         sizes[fill[0]] = num_devices // fixed
     elif fixed != num_devices:
-        raise ValueError(
+        raise MeshError(
             f"config.mesh asks for {sizes} = {fixed} devices, but there are {num_devices}"
         )
     return sizes

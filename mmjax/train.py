@@ -39,8 +39,11 @@ from mmjax.metric_writer import MetricWriter
 from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
+from mmjax.resume_check import check_config_change, restore_latest_intact
+from mmjax.run_checks import check_best_metric, check_run_config, eval_metric_names
 from mmjax.tasks import build_task
 from mmjax.temperature import clamp_logit_scale
+from mmjax.workdir_lock import WorkdirLock, check_layout
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -189,15 +192,24 @@ def evaluate(
 def train(config: Any, workdir: str | Path) -> dict[str, float]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
-    Returns the last logged metrics (train and eval).
+    Holds the workdir's lock (``mmjax.workdir_lock``) throughout: a second run on the same
+    workdir stops before writing anything. Returns the last logged metrics (train and eval).
     """
+    with WorkdirLock(workdir):
+        check_layout(workdir)
+        return _train(config, workdir)
+
+
+def _train(config: Any, workdir: str | Path) -> dict[str, float]:
+    mesh = sharding.make_mesh(config.mesh)
+    check_run_config(config, mesh)  # bad numbers fail here, before anything is written
     workdir = storage.user_path(workdir)  # gs://... stays a URI (etils.epath)
     workdir.mkdir(parents=True, exist_ok=True)
+    check_config_change(workdir / "checkpoints", config)  # before config.json is replaced
     config_json = config_lib.to_json(config)
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config_json + "\n")
 
-    mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
     task = build_task(config)
     # model.text None: an image-only model; its task's examples leave the tokenizer unused.
@@ -258,17 +270,18 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
     faults = FaultMonitor(
         config.train.get("nonfinite", "stop"), config.data.get("max_bad_fraction", 1.0)
     )
-    start = ckpt.latest_step()
-    if start is not None:
-        abstract = jax.tree.map(
-            lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
-        )
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, state_shardings
+    )
+
+    def restore(start: int) -> TrainState:
+        nonlocal data_iter
         if ckpt.has_data_state(start):
-            state = ckpt.restore(start, abstract, data_iter)
+            return ckpt.restore(start, abstract, data_iter)
         else:
             # Saved by another number of processes: their iterator states do not apply,
             # but a random-access pipeline's position is a function of the step.
-            state = ckpt.restore_state(start, abstract)
+            restored = ckpt.restore_state(start, abstract)
             data_iter = iter(
                 train_dataset(
                     config.data,
@@ -279,6 +292,11 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
                     example=train_example,
                 )
             )
+            return restored
+
+    resumed = restore_latest_intact(ckpt, abstract, restore)  # skips unreadable steps
+    if resumed is not None:
+        start, state = resumed
         if jax.process_index() == 0:
             print(f"resumed from {ckpt.directory} at step {start}")
     elif config.get("init_from"):
@@ -293,8 +311,13 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
     elif plan.frozen and jax.process_index() == 0:
         print("warning: frozen params are randomly initialized (config.init_from is empty)")
     start = int(state.step)
+    if start >= steps and jax.process_index() == 0:
+        print(
+            f"the checkpoint is at step {start} and config.train.steps is {steps}: nothing "
+            "to train (raise --config.train.steps to continue this run)"
+        )
 
-    stop = StopRequest(config.train.get("preemption_sync_every", 10))
+    stop = StopRequest(config.train.get("preemption_sync_every", 10), finish=ckpt.wait)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules), stop:
         step_fn = jax.jit(
             make_train_step(
@@ -320,6 +343,11 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             config.train.eval_batch_size,
             example=make_example(tokenizer, config.data, train=False),
         )
+        if best is not None and eval_data:  # a typo fails now, not at the first eval
+            names = eval_metric_names(
+                task, eval_fn, state.full_params(use_ema=ema_decay > 0), eval_data[0], mesh
+            )
+            check_best_metric(best.metric, names)
         writer = MetricWriter(workdir)
         last: dict[str, float] = {}
         bar = tqdm.tqdm(
@@ -345,6 +373,7 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             state, metrics = compiled_step(state, batch)
             pending.append((step, metrics))
             faults.add(step, metrics, skipped)
+            ckpt.check()  # a failed async save (disk full) stops the run at the next step
             bar.update(1)
             preempted = stop.should_stop(step)
             is_last = step == steps or preempted
@@ -383,9 +412,11 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
                     best.save(step, state.full_params(use_ema=ema_decay > 0), eval_row)
                 t_last += time.perf_counter() - t0  # eval time is not training throughput
             if (every and step % every == 0) or is_last:
-                ckpt.save(step, state, data_iter, config_json, force=is_last)
+                with stop.saving():  # a second Ctrl-C here waits for the save
+                    ckpt.save(step, state, data_iter, config_json, force=is_last)
             if preempted:
-                ckpt.wait()
+                with stop.saving():
+                    ckpt.wait()
                 if jax.process_index() == 0:
                     bar.write(f"stopped at step {step} ({stop.signal_name}); checkpoint saved")
                 break

@@ -32,9 +32,10 @@ def test_convert_roundtrip(tmp_path, name, capsys):
 def test_convert_errors_are_reported(tmp_path, capsys):
     assert main(["convert", "--hf", str(FIXTURES / "clip-pt")]) == 2
     assert "needs --out" in capsys.readouterr().err
-    assert main(["convert", "--ckpt", str(tmp_path), "--to-hf", str(tmp_path / "x")]) == 2
+    # Exit codes by kind (mmjax.errors): 2 usage, 10 a file that is not there.
+    assert main(["convert", "--ckpt", str(tmp_path), "--to-hf", str(tmp_path / "x")]) == 10
     assert "neither an `mmjax convert --hf` output" in capsys.readouterr().err
-    assert main(["convert", "--hf", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 2
+    assert main(["convert", "--hf", str(tmp_path / "absent"), "--out", str(tmp_path)]) == 10
     assert "allow_network" in capsys.readouterr().err
 
 

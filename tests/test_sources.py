@@ -396,6 +396,7 @@ def test_bad_records_in_files_are_skipped_counted_or_named(bad_files, tmp_path):
             eval_transform="resize_center_crop",
             num_threads=1,
             prefetch=1,
+            allow_outside_root=True,  # bad.jsonl names images in another directory
         )
     )
     # Expected skips: a slot whose record is bad takes the next epoch's record there.
@@ -416,7 +417,9 @@ def test_bad_records_in_files_are_skipped_counted_or_named(bad_files, tmp_path):
         _take(iter(train_dataset(cfg, TOKENIZER, 8, seed=0)), 3)
     with pytest.raises(BadRecordError, match=r"missing image file .*gone\.jpg"):
         eval_batches(cfg, TOKENIZER, 8)
-    manifest = prepare(f"files:{bad_files}", tmp_path / "prep", 10, progress=False)
+    manifest = prepare(
+        f"files:{bad_files}", tmp_path / "prep", 10, progress=False, allow_outside_root=True
+    )
     assert (manifest["num_records"], manifest["num_bad"]) == (N_TRAIN - 2, 2)
     reasons = " ".join(b["reason"] for b in manifest["bad"])
     assert "gone.jpg" in reasons and "bad.jsonl:8: unreadable image" in reasons
@@ -466,5 +469,6 @@ def test_cli_data_prepare(data, tmp_path, capsys):
     assert cli.main(["data", "prepare", "--source", spec, "--out", str(tmp_path / "p")]) == 0
     assert f"wrote {N_EVAL} records in 1 files" in capsys.readouterr().out
     assert len(ArrayRecordSource(str(tmp_path / "p"))) == N_EVAL
-    assert cli.main(["data", "prepare", "--source", "synthetic", "--out", str(tmp_path)]) == 2
+    # exit code 5: bad data (mmjax.errors)
+    assert cli.main(["data", "prepare", "--source", "synthetic", "--out", str(tmp_path)]) == 5
     assert "prepare reads files:, folder:, wds:" in capsys.readouterr().err

@@ -29,7 +29,13 @@ from mmjax.data.sources.records import record_captions, sample_caption, with_cap
 from mmjax.data.sources.wds_source import WdsIterDataset, shard_paths, wds_record
 from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
-from mmjax.data.transforms import BadRecord, ExampleFn, ImageTextExample, to_rgb_uint8
+from mmjax.data.transforms import (
+    BadRecord,
+    ExampleFn,
+    ImageTextExample,
+    set_max_image_pixels,
+    to_rgb_uint8,
+)
 from mmjax.data.workers import with_workers
 
 MAX_REPLACEMENTS = 100  # tries to find a good record for one batch slot
@@ -219,6 +225,7 @@ def train_dataset(
     (same batches).
     """
     example = example or default_example(tokenizer, data_cfg, train=True)
+    set_max_image_pixels(data_cfg)
     bad_records = data_cfg.get("bad_records", "skip")
     examples = _Examples(example, bad_records, seed, _checked_size(data_cfg))
     kind, arg = sources.parse_spec(data_cfg.source)
@@ -304,6 +311,7 @@ def eval_batches(
     n = len(records)
     per_process = local_batch_size(global_batch)
     example = example or default_example(tokenizer, data_cfg, train=False)
+    set_max_image_pixels(data_cfg)
     fail = data_cfg.get("bad_records", "skip") == "fail"
     size = _checked_size(data_cfg)
     read = _EvalReader(source)

@@ -37,7 +37,9 @@ def shard_name(index: int) -> str:
     return f"part-{index:05d}{SUFFIX}"
 
 
-def _inputs(spec: str, start: int) -> tuple[Iterator[tuple[int, Any]], int | None]:
+def _inputs(
+    spec: str, start: int, allow_outside_root: bool = False
+) -> tuple[Iterator[tuple[int, Any]], int | None]:
     """``(input index, record or BadRecord)`` from input ``start`` on, and the number of
     inputs (``None`` for tar shards, which are counted only by reading them)."""
     kind, arg = parse_spec(spec, "--source")
@@ -60,7 +62,7 @@ def _inputs(spec: str, start: int) -> tuple[Iterator[tuple[int, Any]], int | Non
     if kind == "files":
         from mmjax.data.sources.files_source import FilesSource
 
-        source: Any = FilesSource(arg)
+        source: Any = FilesSource(arg, allow_outside_root=allow_outside_root)
     else:
         from mmjax.data.sources.image_folder import ImageFolderSource
 
@@ -133,10 +135,12 @@ def prepare(
     shard_size: int = 1000,
     verify: bool = True,
     progress: bool = True,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
     """Writes ``spec``'s records to ``out`` (see the module docstring); returns the manifest.
 
     ``verify`` decodes every image once and leaves out those that do not decode.
+    ``allow_outside_root`` lets a captions file name images outside its directory.
     """
     from array_record.python.array_record_module import ArrayRecordWriter
 
@@ -159,7 +163,7 @@ def prepare(
     first = 0
     while manifest.done(shard_name(first), out):
         first += 1
-    inputs, total = _inputs(spec, first * shard_size)
+    inputs, total = _inputs(spec, first * shard_size, allow_outside_root)
     bar = tqdm.tqdm(
         total=total, initial=first * shard_size, unit="rec", desc="prepare", disable=not progress
     )

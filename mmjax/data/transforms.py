@@ -26,12 +26,45 @@ class BadRecord(ValueError):
     """A record that cannot be used: unreadable / missing image or empty caption."""
 
 
+# Largest image decoded (pixels): a PNG whose header claims 50,000 x 50,000 pixels is a
+# decompression bomb (gigabytes once decoded) and a bad record. ``data.max_image_pixels``
+# sets it for a run (``mmjax.data.pipeline``).
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's default limit (a 9459 x 9459 image)
+
+
+def set_max_image_pixels(data_cfg: Any) -> None:
+    """Applies ``data_cfg.max_image_pixels`` (when set) to this process's decoding: one
+    limit per process, as PIL's own ``Image.MAX_IMAGE_PIXELS`` is."""
+    global MAX_IMAGE_PIXELS
+    value = data_cfg.get("max_image_pixels") if hasattr(data_cfg, "get") else None
+    if value:
+        MAX_IMAGE_PIXELS = int(value)
+
+
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, ...) -> uint8 ``[H, W, 3]``; ``BadRecord`` if unreadable."""
+    """Encoded image bytes (PNG, JPEG, ...) -> uint8 ``[H, W, 3]``; ``BadRecord`` if unreadable
+    or larger than ``MAX_IMAGE_PIXELS`` (checked on the header, before decoding)."""
+    import warnings
+
     import PIL.Image
 
     try:
-        with PIL.Image.open(io.BytesIO(data)) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+            img = PIL.Image.open(io.BytesIO(data))
+    except (PIL.Image.DecompressionBombError, PIL.Image.DecompressionBombWarning) as e:
+        raise BadRecord(f"image too large to decode ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadRecord(f"unreadable image ({type(e).__name__}: {e})") from None
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        raise BadRecord(
+            f"image of {width} x {height} pixels is larger than config.data.max_image_pixels "
+            f"({MAX_IMAGE_PIXELS})"
+        )
+    try:
+        with img:
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the top byte
                 return to_rgb_uint8(np.asarray(img))

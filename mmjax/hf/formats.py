@@ -11,6 +11,7 @@ are read shard by shard. Pickle files (``pytorch_model.bin``) are refused.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,10 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
         except (json.JSONDecodeError, KeyError) as e:
             raise WeightFileError(f"{path}: not a checkpoint index with a weight_map ({e})") from e
         tensors: dict[str, np.ndarray] = {}
+        for shard in weight_map.values():  # a hostile index must not name files elsewhere
+            parts = os.path.normpath(shard).split(os.sep) if isinstance(shard, str) else [""]
+            if not isinstance(shard, str) or os.path.isabs(shard) or parts[0] in ("..", ""):
+                raise WeightFileError(f"{path} names shard {shard!r}, outside its directory")
         for shard in sorted(set(weight_map.values())):
             if not (path.parent / shard).is_file():
                 raise WeightFileError(f"{path} names shard {shard}, which is not there")

@@ -91,7 +91,7 @@ def open_source(spec: str, data_cfg: Any, split: str = "train") -> Any:
     if kind == "files":
         from mmjax.data.sources.files_source import FilesSource
 
-        return FilesSource(arg, template(data_cfg))
+        return FilesSource(arg, template(data_cfg), bool(data_cfg.get("allow_outside_root", False)))
     if kind == "folder":
         from mmjax.data.sources.image_folder import ImageFolderSource
 

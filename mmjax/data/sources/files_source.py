@@ -2,9 +2,10 @@
 
 One row per image. Columns / keys:
 
-    image       image file path, relative to the captions file's directory (or absolute)
+    image       image file path, relative to the captions file's directory (or absolute);
+                it must lie inside that directory unless data.allow_outside_root=True
     video, audio  a video / audio file path (instead of or besides ``image``), decoded by
-                the example (``mmjax.data.media``: imageio + PyAV, soundfile)
+                the example (``mmjax.data.media``: imageio + PyAV, soundfile); the same rule applies to them
     caption     one caption, or
     captions    several (a JSON list; in a CSV cell, the list as JSON text)
     label       optional class: an int, or a class name (names are indexed in sorted order)
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mmjax import storage
+from mmjax.data.sources.paths import inside_root
 from mmjax.data.sources.records import (
     DEFAULT_CAPTION_TEMPLATE,
     SourceError,
@@ -47,13 +49,20 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise SourceError(f"config.data.source files:{path}: no such file")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return [(n + 2, dict(row)) for n, row in enumerate(csv.DictReader(f))]
+        try:
+            with path.open(newline="", encoding="utf-8") as f:
+                return [(n + 2, dict(row)) for n, row in enumerate(csv.DictReader(f))]
+        except UnicodeDecodeError as e:
+            raise SourceError(f"{path}: not UTF-8 text ({e})") from None
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise SourceError(f"config.data.source files:{path}: expected a .jsonl or .csv file")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise SourceError(f"{path}:{n}: not UTF-8 text ({e})") from None
             if not line.strip():
                 continue
             try:
@@ -78,10 +87,21 @@ def _list(value: Any, where: str, key: str) -> list[str]:
     return value
 
 
+def _is_int_label(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or str(value).strip().lstrip("-").isdigit()
+
+
 class FilesSource:
     """Random access to the rows of a captions file: ``len``, ``source[i] -> record``."""
 
-    def __init__(self, path: str | Path, template: str = DEFAULT_CAPTION_TEMPLATE):
+    def __init__(
+        self,
+        path: str | Path,
+        template: str = DEFAULT_CAPTION_TEMPLATE,
+        allow_outside_root: bool = False,
+    ):
         self.path = storage.user_path(path)  # gs://... too
         self.template = template
         root = self.path.parent
@@ -92,10 +112,10 @@ class FilesSource:
             out: dict[str, Any] = {"key": where}
             for media in MEDIA_PATHS:  # video / audio files: decoded by data/media.py
                 if isinstance(row.get(media), str) and row[media]:
-                    out[media] = str(root / row[media])
+                    out[media] = inside_root(root, row[media], where, allow_outside_root)
             image = row.get("image")
             if isinstance(image, str) and image:
-                out["image"] = str(root / image)
+                out["image"] = inside_root(root, image, where, allow_outside_root)
             elif not any(m in out for m in MEDIA_PATHS):
                 raise SourceError(f"{where}: no 'image' path (keys: {sorted(row)})")
             if row.get("captions") not in (None, ""):
@@ -107,18 +127,31 @@ class FilesSource:
             out.update({k: str(row[k]) for k in OPTIONAL_TEXT if row.get(k) not in (None, "")})
             if row.get("label") not in (None, ""):
                 out["label"] = row["label"]
-                labels.append(row["label"])
+                labels.append((where, row["label"]))
             self.rows.append(out)
         self._index_labels(labels)
 
-    def _index_labels(self, labels: list[Any]) -> None:
-        """Int labels (or digit strings, as a CSV has them) stay; class names are indexed."""
-        if all(isinstance(x, int) or str(x).strip().lstrip("-").isdigit() for x in labels):
+    def _index_labels(self, labels: list[tuple[str, Any]]) -> None:
+        """Int labels (or digit strings, as a CSV has them) stay; class names are indexed.
+        A mix of both is an error naming the first odd row (one malformed label must not
+        turn every int label into a class name and remap them all)."""
+        is_int = [_is_int_label(x) for _, x in labels]
+        if any(is_int) and not all(is_int):
+            ints = sum(is_int)
+            odd = is_int.index(ints < len(is_int) / 2)
+            where, value = labels[odd]
+            raise SourceError(
+                f"{where}: label {value!r} mixes with the file's other labels "
+                f"({ints} of {len(labels)} are integers); use integer labels or class "
+                "names throughout"
+            )
+        if all(is_int):
             for row in self.rows:
                 if "label" in row:
                     row["label"] = int(row["label"])
             self.class_names = None
             return
+        labels = [x for _, x in labels]
         index = class_index([str(x) for x in labels])
         self.class_names = list(index)
         for row in self.rows:

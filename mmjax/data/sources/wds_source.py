@@ -99,7 +99,12 @@ def read_shard(path: str, start: int = 0) -> Iterator[Sample]:
                 index, key = index + 1, member_key
                 sample = {"__key__": member_key} if index >= start else None
             if sample is not None and ext:
-                sample[ext] = tar.extractfile(member).read()
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:  # a shard cut short inside this member
+                    sample["__error__"] = (
+                        f"member {member.name} is truncated ({len(data)} of {member.size} bytes)"
+                    )
+                sample[ext] = data
         if sample is not None:
             yield sample
 
@@ -108,6 +113,8 @@ def wds_record(sample: Sample, template: str = DEFAULT_CAPTION_TEMPLATE) -> dict
     """A shard sample as a source record (records.py); ``BadRecord`` for unreadable metadata."""
     where = f"{sample.get('__shard__', '?')}:{sample['__key__']}"
     record: dict[str, Any] = {"key": where}
+    if "__error__" in sample:
+        raise BadRecord(f"sample {where}: {sample['__error__']}")
     record["image"] = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
     if record["image"] is None:
         raise BadRecord(f"sample {where} has no image member ({', '.join(IMAGE_EXTS)})")
@@ -120,7 +127,7 @@ def wds_record(sample: Sample, template: str = DEFAULT_CAPTION_TEMPLATE) -> dict
             raise BadRecord(f"sample {where}: json is not an object")
         for key in ("caption", "captions", "label", "question", "answer", "answers"):
             if meta.get(key) is not None:
-                record[key] = meta[key]
+                record[key] = _json_field(meta[key], key, where)
     if "txt" in sample:
         record["caption"] = sample["txt"].decode("utf-8", errors="replace").strip()
     if "cls" in sample:
@@ -129,6 +136,28 @@ def wds_record(sample: Sample, template: str = DEFAULT_CAPTION_TEMPLATE) -> dict
         except ValueError:
             raise BadRecord(f"sample {where}: cls is not an int") from None
     return finalize(record, template)
+
+
+def _json_field(value: Any, key: str, where: str) -> Any:
+    """A sample's json field with the type a record needs, else ``BadRecord`` naming it
+    (a ``captions`` string must not become a list of its characters)."""
+    if key in ("captions", "answers"):
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+        raise BadRecord(
+            f"sample {where}: json {key!r} must be a list of strings, got {type(value).__name__}"
+        )
+    if key == "label":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise BadRecord(f"sample {where}: json 'label' must be an integer, got {value!r}")
+    if not isinstance(value, str):
+        raise BadRecord(
+            f"sample {where}: json {key!r} must be a string, got {type(value).__name__}"
+        )
+    return value
 
 
 class WdsIterDataset(grain.IterDataset):
