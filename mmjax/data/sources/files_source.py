@@ -5,7 +5,7 @@ One row per image. Columns / keys:
     image       image file path, relative to the captions file's directory (or absolute);
                 it must lie inside that directory unless data.allow_outside_root=True
     video, audio  a video / audio file path (instead of or besides ``image``), decoded by
-                the example (``mmjax.data.media``: imageio + PyAV, soundfile); the same rule applies to them
+                the example (``mmjax.data.media``: imageio + PyAV, soundfile); same root rule
     caption     one caption, or
     captions    several (a JSON list; in a CSV cell, the list as JSON text)
     label       optional class: an int, or a class name (names are indexed in sorted order)
