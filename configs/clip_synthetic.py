@@ -112,6 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.accum_steps = 1  # micro-batches per step (same update as one big batch)
     c.optim.ema_decay = 0.0  # EMA of trainable params, used for eval (0 = off)
 
+    # Several evaluators per run (mmjax/evaluators.py): [dict(name=, data=dict(...), task=dict(
+    # ...), metrics=[...])], each writing eval/<name>/<metric>; [] = the task's eval only.
+    c.evals = []
+
     c.init_from = ""  # '' | another run's workdir / checkpoints dir | 'hf:<path or id>'
     c.init_from_dont_load = []  # regexes of param paths to keep freshly initialized
 

@@ -5,6 +5,10 @@ mmjax info  [--config FILE[:ARG]] [--config.KEY=VALUE ...]
 mmjax convert --hf DIR_OR_ID --out CKPT_DIR     (Hugging Face -> orbax checkpoint)
 mmjax convert --ckpt CKPT_DIR --to-hf DIR       (orbax checkpoint -> Hugging Face)
 mmjax data prepare --source SPEC --out DIR      (files / folder / tar shards -> ArrayRecord)
+mmjax eval --workdir RUN [--out results.json]   (eval only: mmjax/cli_eval.py)
+mmjax predict zero-shot|retrieve|caption|answer --workdir RUN ...   (mmjax/cli_predict.py)
+mmjax export --workdir RUN --to-hf DIR | --stablehlo DIR            (mmjax/cli_export.py)
+mmjax plot --workdir RUN [--out DIR]            (loss / lr / eval curves: mmjax/plot.py)
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from mmjax import cli_eval, cli_export, cli_predict, plot
 from mmjax import config as config_lib
 
 
@@ -73,7 +78,22 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument(
         "--no-verify", action="store_true", help="do not decode images (keep undecodable ones)"
     )
+    for module in SUBCOMMANDS.values():
+        module.add_parser(sub)
     return parser
+
+
+# Subcommands that live in their own modules: ``add_parser(sub)`` and ``main(args, overrides)``.
+SUBCOMMANDS = {"eval": cli_eval, "predict": cli_predict, "export": cli_export, "plot": plot}
+
+
+def _module_command(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Runs a ``SUBCOMMANDS`` entry; bad input is one error line naming it."""
+    try:
+        return SUBCOMMANDS[args.command].main(args, overrides)
+    except (OSError, ValueError, NotImplementedError) as e:  # ConfigError, HFLoadError, ...
+        print(f"mmjax: error: {e}", file=sys.stderr)
+        return 2
 
 
 def _data(args: argparse.Namespace, overrides: list[str]) -> int:
@@ -137,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _convert(args, overrides)
         if args.command == "data":
             return _data(args, overrides)
+        if args.command in SUBCOMMANDS:
+            return _module_command(args, overrides)
         config = _config(args.config, overrides)
     except config_lib.ConfigError as e:
         print(f"mmjax: error: {e}", file=sys.stderr)

@@ -21,18 +21,17 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import tqdm
-from jax.experimental import multihost_utils
 
 from mmjax import config as config_lib
 from mmjax import sharding
 from mmjax.accumulate import loss_and_grads
 from mmjax.checkpoint import BestCheckpointer, Checkpointer
 from mmjax.compile_report import aot_compile
-from mmjax.data.pipeline import default_example, eval_batches, train_dataset
+from mmjax.data.pipeline import default_example, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
+from mmjax.evaluators import build_evaluators, evaluate, run_evaluators  # noqa: F401
 from mmjax.faults import FaultMonitor
 from mmjax.init_from import init_state_from
 from mmjax.metric_writer import MetricWriter
@@ -161,25 +160,6 @@ def make_train_step(
     return train_step
 
 
-def evaluate(
-    task: Any,
-    eval_fn: Any,
-    params: Any,
-    batches: list[dict[str, np.ndarray]],
-    mesh: jax.sharding.Mesh,
-) -> dict[str, float]:
-    """Embeds every eval batch on the mesh and computes the task's metrics on the host."""
-    outputs: dict[str, list[np.ndarray]] = {}
-    for batch in batches:
-        valid = batch["valid"]
-        inputs = sharding.global_batch({k: v for k, v in batch.items() if k != "valid"}, mesh)
-        out = eval_fn(params, inputs)
-        valid_all = np.asarray(multihost_utils.process_allgather(valid))
-        for key, value in out.items():
-            outputs.setdefault(key, []).append(np.asarray(value)[valid_all.reshape(-1)])
-    return task.eval_metrics({k: np.concatenate(v) for k, v in outputs.items()})
-
-
 def train(config: Any, workdir: str | Path) -> dict[str, float]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
@@ -295,16 +275,8 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             out_shardings=(state_shardings, sharding.replicated(mesh)),
             donate_argnums=0,
         )
-        eval_fn = jax.jit(
-            task.embed,
-            in_shardings=(state_shardings.full_params(use_ema=ema_decay > 0), data_sharding),
-            out_shardings=sharding.replicated(mesh),
-        )
-        eval_data = eval_batches(
-            config.data,
-            tokenizer,
-            config.train.eval_batch_size,
-            example=make_example(tokenizer, config.data, train=False),
+        evaluators = build_evaluators(
+            config, tokenizer, mesh, state_shardings.full_params(use_ema=ema_decay > 0)
         )
         writer = MetricWriter(workdir)
         last: dict[str, float] = {}
@@ -353,12 +325,9 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             eval_now = config.train.eval_every and step % config.train.eval_every == 0
             if eval_now or (is_last and not preempted):
                 t0 = time.perf_counter()
-                eval_row = {
-                    f"eval/{k}": v
-                    for k, v in evaluate(
-                        task, eval_fn, state.full_params(use_ema=ema_decay > 0), eval_data, mesh
-                    ).items()
-                }
+                eval_row = run_evaluators(
+                    evaluators, state.full_params(use_ema=ema_decay > 0), mesh
+                )
                 last.update(eval_row)
                 writer.write(step, eval_row)
                 if jax.process_index() == 0:
