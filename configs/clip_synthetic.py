@@ -134,6 +134,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.best_metric = ""  # e.g. 'eval/i2t_r1': keep the best params in WORKDIR/best/
     c.train.best_mode = "max"  # 'max' | 'min'
     c.train.keep_best = 1  # how many best checkpoints to keep
+    c.train.writers = ["jsonl", "tensorboard"]  # + 'wandb' (pip install 'mmjax[wandb]')
+    c.train.wandb_project = ""  # '' = $WANDB_PROJECT or W&B's default
+    c.train.dump_predictions = True  # eval predictions to WORKDIR/predictions/<step>/<eval>.jsonl
     c.train.nonfinite = "stop"  # non-finite loss/grads: 'stop' (at that step) | 'skip_step'
     c.train.preemption_sync_every = 10  # multi-process: steps between stop-flag exchanges
     c.train.debug_nan_step = 0  # fault injection: make step k's loss and grads NaN (0 = off)

@@ -34,7 +34,7 @@ from mmjax.data.tokenizer import load_tokenizer
 from mmjax.evaluators import build_evaluators, evaluate, run_evaluators  # noqa: F401
 from mmjax.faults import FaultMonitor
 from mmjax.init_from import init_state_from
-from mmjax.metric_writer import MetricWriter
+from mmjax.metric_writer import DEFAULT_WRITERS, MetricWriter
 from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
@@ -278,7 +278,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
         evaluators = build_evaluators(
             config, tokenizer, mesh, state_shardings.full_params(use_ema=ema_decay > 0)
         )
-        writer = MetricWriter(workdir)
+        writer = MetricWriter(
+            workdir,
+            config.train.get("writers", DEFAULT_WRITERS),
+            config.to_dict(),
+            config.train.get("wandb_project", ""),
+        )
         last: dict[str, float] = {}
         bar = tqdm.tqdm(
             total=steps,
@@ -325,8 +330,12 @@ def train(config: Any, workdir: str | Path) -> dict[str, float]:
             eval_now = config.train.eval_every and step % config.train.eval_every == 0
             if eval_now or (is_last and not preempted):
                 t0 = time.perf_counter()
+                dump = config.train.get("dump_predictions", True)
                 eval_row = run_evaluators(
-                    evaluators, state.full_params(use_ema=ema_decay > 0), mesh
+                    evaluators,
+                    state.full_params(use_ema=ema_decay > 0),
+                    mesh,
+                    workdir / "predictions" / str(step) if dump else None,
                 )
                 last.update(eval_row)
                 writer.write(step, eval_row)
