@@ -57,7 +57,7 @@ def plot_run(workdir: str | Path, out: str | Path | None = None) -> Path:
     out_dir = Path(out) if out else workdir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
     evals = sorted(k for k in series if k.startswith("eval/"))
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharex=True, constrained_layout=True)
     for ax, keys, title in (
         (axes[0], [k for k in ("loss",) if k in series], "training loss"),
         (axes[1], [k for k in ("lr",) if k in series], "learning rate"),
