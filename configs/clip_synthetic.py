@@ -114,6 +114,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.accum_steps = 1  # micro-batches per step (same update as one big batch)
     c.optim.ema_decay = 0.0  # EMA of trainable params, used for eval (0 = off)
 
+    # Several evaluators per run (mmjax/evaluators.py): [dict(name=, data=dict(...), task=dict(
+    # ...), metrics=[...])], each writing eval/<name>/<metric>; [] = the task's eval only.
+    c.evals = []
+
     c.init_from = ""  # '' | another run's workdir / checkpoints dir | 'hf:<path or id>'
     c.init_from_dont_load = []  # regexes of param paths to keep freshly initialized
 
@@ -132,6 +136,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.train.best_metric = ""  # e.g. 'eval/i2t_r1': keep the best params in WORKDIR/best/
     c.train.best_mode = "max"  # 'max' | 'min'
     c.train.keep_best = 1  # how many best checkpoints to keep
+    c.train.writers = ["jsonl", "tensorboard"]  # + 'wandb' (pip install 'mmjax[wandb]')
+    c.train.wandb_project = ""  # '' = $WANDB_PROJECT or W&B's default
+    c.train.dump_predictions = True  # eval predictions to WORKDIR/predictions/<step>/<eval>.jsonl
     c.train.nonfinite = "stop"  # non-finite loss/grads: 'stop' (at that step) | 'skip_step'
     c.train.preemption_sync_every = 10  # multi-process: steps between stop-flag exchanges
     c.train.debug_nan_step = 0  # fault injection: make step k's loss and grads NaN (0 = off)

@@ -7,6 +7,10 @@ mmjax convert --ckpt CKPT_DIR --to-hf DIR       (orbax checkpoint -> Hugging Fac
 mmjax data prepare --source SPEC --out DIR      (files / folder / tar shards -> ArrayRecord)
 mmjax compile --config FILE[:ARG] --topology v5e-256 [--num-slices N] [--json PATH]
                                                 (AOT-compile the train step for a TPU slice)
+mmjax eval --workdir RUN [--out results.json]   (eval only: mmjax/cli_eval.py)
+mmjax predict zero-shot|retrieve|caption|answer --workdir RUN ...   (mmjax/cli_predict.py)
+mmjax export --workdir RUN --to-hf DIR | --stablehlo DIR            (mmjax/cli_export.py)
+mmjax plot --workdir RUN [--out DIR]            (loss / lr / eval curves: mmjax/plot.py)
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmjax import cli_eval, cli_export, cli_predict, plot
 from mmjax import config as config_lib
 from mmjax.errors import debug_requested, run_command
 
@@ -83,7 +88,21 @@ def _parser() -> argparse.ArgumentParser:
         help="let a captions file name images outside its directory (absolute or ../ paths)",
     )
     _add_compile_parser(sub)
+    for module in SUBCOMMANDS.values():
+        module.add_parser(sub)
     return parser
+
+
+# Subcommands that live in their own modules: ``add_parser(sub)`` and ``main(args, overrides)``.
+SUBCOMMANDS = {"eval": cli_eval, "predict": cli_predict, "export": cli_export, "plot": plot}
+
+
+def _module_command(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Runs a ``SUBCOMMANDS`` entry (its errors become one line through ``mmjax.errors``)."""
+    try:
+        return SUBCOMMANDS[args.command].main(args, overrides)
+    except NotImplementedError as e:  # a model that cannot do what was asked: a usage error
+        raise config_lib.ConfigError(str(e)) from e
 
 
 def _add_compile_parser(sub: Any) -> None:
@@ -191,6 +210,8 @@ def _main(argv: list[str]) -> int:
         return _convert(args, overrides)
     if args.command == "data":
         return _data(args, overrides)
+    if args.command in SUBCOMMANDS:
+        return _module_command(args, overrides)
     config = _config(args.config, overrides)
     if args.command == "train":
         from mmjax.distributed import initialize

@@ -1,13 +1,20 @@
-"""Writes metrics to ``WORKDIR/metrics.jsonl`` and TensorBoard event files (process 0 only).
+"""Writes metrics to the writers in ``config.train.writers`` (process 0 only).
+
+``jsonl``: ``WORKDIR/metrics.jsonl``, one JSON object per ``write`` (``{'step': ...,
+**metrics}``; what ``mmjax eval`` and ``mmjax plot`` read). ``tensorboard``: event files in
+``WORKDIR/tensorboard``. ``wandb``: a Weights & Biases run (``mmjax.wandb_writer``, the
+``[wandb]`` extra) that a restarted run resumes.
 
 With a ``gs://`` workdir the event files are written to a local directory and copied to
 ``WORKDIR/tensorboard`` at each write (tensorboardX's own GCS writer is broken), and
-``metrics.jsonl`` is rewritten with each row added (object stores cannot append)."""
+``metrics.jsonl`` is rewritten with each row added (object stores cannot append).
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +22,40 @@ import jax
 
 from mmjax import storage
 
+WRITERS = ("jsonl", "tensorboard", "wandb")
+DEFAULT_WRITERS = ("jsonl", "tensorboard")
+
 
 class MetricWriter:
-    """One JSON object per ``write`` (``{'step': ..., **metrics}``) plus TensorBoard scalars."""
+    """Fans each ``write(step, metrics)`` out to the configured writers."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(
+        self,
+        workdir: str | Path,
+        writers: Sequence[str] = DEFAULT_WRITERS,
+        config: dict[str, Any] | None = None,
+        wandb_project: str = "",
+    ):
+        writers = tuple(writers)
+        unknown = sorted(set(writers) - set(WRITERS))
+        if unknown:
+            raise ValueError(f"config.train.writers: unknown {unknown}; known: {WRITERS}")
         self.enabled = jax.process_index() == 0
         workdir = storage.as_path(workdir)
         self.path = workdir / "metrics.jsonl"
-        self._tb = self._tb_dir = None
-        if self.enabled:
+        self._jsonl = "jsonl" in writers
+        self._tb = self._tb_dir = self._wandb = None
+        if not self.enabled:
+            return
+        if "tensorboard" in writers:
             from tensorboardX import SummaryWriter
 
             self._tb_dir = storage.LocalMirror(workdir / "tensorboard")
             self._tb = SummaryWriter(str(self._tb_dir.local))
+        if "wandb" in writers:
+            from mmjax.wandb_writer import WandbWriter
+
+            self._wandb = WandbWriter(workdir, config or {}, wandb_project)
 
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
@@ -37,12 +64,19 @@ class MetricWriter:
         for key, value in metrics.items():
             value = float(value)
             row[key] = value if math.isfinite(value) else str(value)
-            self._tb.add_scalar(key, value, int(step))
-        storage.append_text(self.path, json.dumps(row) + "\n")
-        self._tb.flush()
-        self._tb_dir.sync()
+            if self._tb is not None:
+                self._tb.add_scalar(key, value, int(step))
+        if self._jsonl:
+            storage.append_text(self.path, json.dumps(row) + "\n")
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb_dir.sync()
+        if self._wandb is not None:
+            self._wandb.write(int(step), {k: float(v) for k, v in metrics.items()})
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
             self._tb_dir.close()
+        if self._wandb is not None:
+            self._wandb.close()

@@ -21,21 +21,20 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import tqdm
-from jax.experimental import multihost_utils
 
 from mmjax import config as config_lib
 from mmjax import sharding, storage
 from mmjax.accumulate import loss_and_grads
 from mmjax.checkpoint import BestCheckpointer, Checkpointer
 from mmjax.compile_report import aot_compile
-from mmjax.data.pipeline import default_example, eval_batches, train_dataset
+from mmjax.data.pipeline import default_example, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
+from mmjax.evaluators import build_evaluators, evaluate, run_evaluators  # noqa: F401
 from mmjax.faults import FaultMonitor
 from mmjax.init_from import init_state_from
-from mmjax.metric_writer import MetricWriter
+from mmjax.metric_writer import DEFAULT_WRITERS, MetricWriter
 from mmjax.optim import ema_update, make_optimizer
 from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.preemption import StopRequest
@@ -168,25 +167,6 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
-
-
-def evaluate(
-    task: Any,
-    eval_fn: Any,
-    params: Any,
-    batches: list[dict[str, np.ndarray]],
-    mesh: jax.sharding.Mesh,
-) -> dict[str, float]:
-    """Embeds every eval batch on the mesh and computes the task's metrics on the host."""
-    outputs: dict[str, list[np.ndarray]] = {}
-    for batch in batches:
-        valid = batch["valid"]
-        inputs = sharding.global_batch({k: v for k, v in batch.items() if k != "valid"}, mesh)
-        out = eval_fn(params, inputs)
-        valid_all = np.asarray(multihost_utils.process_allgather(valid))
-        for key, value in out.items():
-            outputs.setdefault(key, []).append(np.asarray(value)[valid_all.reshape(-1)])
-    return task.eval_metrics({k: np.concatenate(v) for k, v in outputs.items()})
 
 
 def train(config: Any, workdir: str | Path) -> dict[str, float]:
@@ -332,23 +312,26 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             out_shardings=(state_shardings, sharding.replicated(mesh)),
             donate_argnums=0,
         )
-        eval_fn = jax.jit(
-            task.embed,
-            in_shardings=(state_shardings.full_params(use_ema=ema_decay > 0), data_sharding),
-            out_shardings=sharding.replicated(mesh),
+        evaluators = build_evaluators(
+            config, tokenizer, mesh, state_shardings.full_params(use_ema=ema_decay > 0)
         )
-        eval_data = eval_batches(
-            config.data,
-            tokenizer,
-            config.train.eval_batch_size,
-            example=make_example(tokenizer, config.data, train=False),
+        writer = MetricWriter(
+            workdir,
+            config.train.get("writers", DEFAULT_WRITERS),
+            config.to_dict(),
+            config.train.get("wandb_project", ""),
         )
-        if best is not None and eval_data:  # a typo fails now, not at the first eval
-            names = eval_metric_names(
-                task, eval_fn, state.full_params(use_ema=ema_decay > 0), eval_data[0], mesh
-            )
+        if best is not None:  # a typo fails now, not at the first eval
+            params = state.full_params(use_ema=ema_decay > 0)
+            names: set[str] = set()
+            for ev in evaluators:
+                found = eval_metric_names(ev.task, ev.eval_fn, params, ev.batches[0], mesh)
+                if not found:  # this evaluator's names are unknown: the first eval checks
+                    names = set()
+                    break
+                metrics = {n.removeprefix("eval/") for n in found}
+                names |= {ev.prefix + m for m in metrics if not ev.keep or m in ev.keep}
             check_best_metric(best.metric, names)
-        writer = MetricWriter(workdir)
         last: dict[str, float] = {}
         bar = tqdm.tqdm(
             total=steps,
@@ -396,12 +379,13 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             eval_now = config.train.eval_every and step % config.train.eval_every == 0
             if eval_now or (is_last and not preempted):
                 t0 = time.perf_counter()
-                eval_row = {
-                    f"eval/{k}": v
-                    for k, v in evaluate(
-                        task, eval_fn, state.full_params(use_ema=ema_decay > 0), eval_data, mesh
-                    ).items()
-                }
+                dump = config.train.get("dump_predictions", True)
+                eval_row = run_evaluators(
+                    evaluators,
+                    state.full_params(use_ema=ema_decay > 0),
+                    mesh,
+                    workdir / "predictions" / str(step) if dump else None,
+                )
                 last.update(eval_row)
                 writer.write(step, eval_row)
                 if jax.process_index() == 0:

@@ -5,7 +5,8 @@
 the module). ``--ckpt CKPT_DIR --to-hf DIR`` reads such a directory, or a training
 run's checkpoint (its workdir, ``checkpoints/`` or one step directory: the latest
 step's params, frozen ones included, and the model from the run's config), and
-writes ``config.json`` + ``model.safetensors``.
+writes ``config.json`` + ``model.safetensors`` (for a run also its tokenizer and image
+processor config: ``run_export``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax import storage
-from mmjax.checkpoint import latest_step_dir, read_state
+from mmjax.checkpoint import latest_step_dir
 from mmjax.hf import api, config_map, keymap
 from mmjax.hf.hub import resolve
 
@@ -48,24 +49,12 @@ def _run_step_dir(path: Path) -> Path | None:
     return step_dir if (step_dir / "config").is_dir() else None
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = _merge(out[key], value) if isinstance(out.get(key), dict) else value
-    return out
-
-
 def run_checkpoint_to_hf(step_dir: Path, hf: str | Path) -> Path:
-    """Exports the params of a ``mmjax train`` checkpoint step (two-tower models)."""
-    import ml_collections
+    """Exports a ``mmjax train`` checkpoint step (two-tower models) as a complete HF
+    directory: weights, config, tokenizer and image processor (``run_export.export_run``)."""
+    from mmjax.hf.run_export import export_run
 
-    from mmjax.models.towers import build_two_tower
-
-    config = json.loads((step_dir / "config" / "metadata").read_text())
-    state = read_state(step_dir)
-    params = _merge(state["params"], state.get("frozen") or {})  # frozen params live apart
-    model = build_two_tower(ml_collections.ConfigDict(config["model"]))
-    return api.save(hf, model, {"params": params})
+    return export_run(step_dir, hf)
 
 
 def checkpoint_to_hf(ckpt: str | Path, hf: str | Path) -> Path:

@@ -11,9 +11,10 @@ import numpy as np
 from mmjax.data.media import MediaInputs, MediaTextExample, dummy_media, media_kind
 from mmjax.data.pipeline import default_example
 from mmjax.data.transforms import normalize_images
-from mmjax.evaluate import retrieval_metrics, zeroshot_accuracy
+from mmjax.evaluate import zeroshot_accuracy
 from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
 from mmjax.models.towers import build_two_tower, l2_normalize
+from mmjax.retrieval import retrieval_metrics_chunked
 from mmjax.tasks.zeroshot import ZeroShotPrompts
 from mmjax.temperature import MAX_LOGIT_SCALE
 
@@ -134,8 +135,9 @@ class ContrastiveTask:
 
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """Recall@1/5/10 both ways over the whole eval split (images deduplicated by
-        ``image_id`` when the eval rows carry it) and zero-shot accuracy when configured."""
-        metrics = retrieval_metrics(
+        ``image_id`` when the eval rows carry it; in chunks on the device, so large eval sets
+        never build the whole similarity matrix) and zero-shot accuracy when configured."""
+        metrics = retrieval_metrics_chunked(
             outputs["image"], outputs["text"], ks=(1, 5, 10), image_ids=outputs.get("image_id")
         )
         if "zeroshot_sim" in outputs:
