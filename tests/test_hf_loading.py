@@ -179,3 +179,15 @@ def test_save_names_what_transformers_cannot_express(tmp_path, tiny_config):
     model = build_two_tower(tiny_config.model)  # sincos2d positions: not a CLIP layout
     with pytest.raises(ValueError, match=r"image.posemb='learn'"):
         mmjax.hf.save(tmp_path, model, {"params": {}})
+
+
+@pytest.mark.parametrize("key", ["patch_size", "hidden_size"])
+def test_a_zero_size_in_an_hf_config_names_the_key(tmp_path, key):
+    from mmjax.hf.config_map import ConfigMapError
+
+    d = copy_fixture("clip-pt", tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["vision_config"][key] = 0
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigMapError, match=f"vision_config.{key} = 0: must be a positive"):
+        mmjax.hf.load(d)

@@ -248,12 +248,6 @@ def test_siglip_export_is_transformers_siglip_without_text_mask(siglip_export):
     np.testing.assert_allclose(hf_pipeline_probs(out, images), ref, rtol=1e-4)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="mmjax's SigLIP text tower applies the padding mask, while big_vision trains it "
-    "without one and transformers' SigLIP pipeline passes none (issue 14: the SigLIP text "
-    "tower is being changed to ignore the padding mask)",
-)
 def test_siglip_export_pipeline_equals_mmjax_zero_shot(siglip_export):
     import mmjax
 

@@ -185,7 +185,12 @@ TEXT_FIELDS = {
 
 
 def _fields(cfg: dict[str, Any], fields: dict[str, str], where: str) -> dict[str, Any]:
-    """mmjax encoder config from an HF (sub-)config: ``fields`` plus the activation."""
+    """mmjax encoder config from an HF (sub-)config: ``fields`` plus the activation. Sizes
+    must be positive (``patch_size: 0`` would otherwise fail deep inside the model)."""
+    for hf in fields:
+        value = cfg[hf]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigMapError(f"{where}.{hf} = {value!r}: must be a positive number")
     return {**{mm: cfg[hf] for hf, mm in fields.items()}, "act": _act(cfg["hidden_act"], where)}
 
 
