@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from mmjax.data.synthetic import COLOURS, SHAPES, SPLITS, _shape_mask
+from mmjax.data.indexed_source import IndexedSource
+from mmjax.data.synthetic import COLOURS, SHAPES, _shape_mask
 
 # direction -> (dy, dx) unit step (image rows grow downwards)
 DIRECTIONS = {
@@ -49,8 +50,11 @@ def caption_words() -> list[str]:
     return sorted(words)
 
 
-class MovingShapes:
+class MovingShapes(IndexedSource):
     """Random-access source of moving-shape clips (a grain ``RandomAccessDataSource``)."""
+
+    salt, order_salt = 31, 7907
+    repr_fields = ("image_size", "num_frames")
 
     def __init__(
         self,
@@ -60,44 +64,19 @@ class MovingShapes:
         num_frames: int = 8,
         seed: int = 0,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
-        if split == "eval" and num_records > len(COMBINATIONS):
-            raise ValueError(
-                f"the eval split has at most {len(COMBINATIONS)} distinct captions; "
-                f"asked for {num_records}"
-            )
         if image_size < 16 or num_frames < 2:
             raise ValueError(
                 f"need image_size >= 16 and num_frames >= 2, got {image_size}, {num_frames}"
             )
-        self.split, self.num_records, self.seed = split, num_records, seed
+        super().__init__(split, num_records, seed, num_labels=len(COMBINATIONS))
         self.image_size, self.num_frames = image_size, num_frames
-        self._eval_order = np.random.default_rng([seed, 7907]).permutation(len(COMBINATIONS))
         grid = np.arange(image_size, dtype=np.float32) + 0.5
         self._yy, self._xx = np.meshgrid(grid, grid, indexing="ij")
 
-    def __len__(self) -> int:
-        return self.num_records
-
-    def __repr__(self) -> str:
-        return (
-            f"MovingShapes(split={self.split!r}, num_records={self.num_records}, "
-            f"image_size={self.image_size}, num_frames={self.num_frames}, seed={self.seed})"
-        )
-
-    def num_captions(self, index: int) -> int:
-        return 1
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
-        if not 0 <= index < self.num_records:
-            raise IndexError(f"record {index} is out of range for {self!r}")
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 31])
-        if self.split == "eval":
-            label = int(self._eval_order[index])
-        else:
-            label = int(rng.integers(len(COMBINATIONS)))
+        rng = self.record_rng(index)
+        label = self.label(index, rng)
         shape, colour, direction = COMBINATIONS[label]
         n, t = self.image_size, self.num_frames
         radius = rng.uniform(0.12, 0.16) * n

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mmjax.data.synthetic import SPLITS
+from mmjax.data.indexed_source import IndexedSource
 
 LABELS = ("neutral", "positive", "negative")
 FACES = ("neutral", "smile", "frown")
@@ -83,8 +83,11 @@ def voice(contour: int, sample_rate: int, rng: np.random.Generator) -> np.ndarra
     return (0.4 * wave * rng.uniform(0.5, 1.0)).astype(np.float32)
 
 
-class SentimentPosts:
+class SentimentPosts(IndexedSource):
     """Random-access source of three-modality posts (a grain ``RandomAccessDataSource``)."""
+
+    salt = 41
+    repr_fields = ("image_size", "sample_rate")
 
     def __init__(
         self,
@@ -94,28 +97,11 @@ class SentimentPosts:
         sample_rate: int = 8000,
         seed: int = 0,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
-        self.split, self.num_records, self.seed = split, num_records, seed
+        super().__init__(split, num_records, seed)
         self.image_size, self.sample_rate = image_size, sample_rate
 
-    def __len__(self) -> int:
-        return self.num_records
-
-    def __repr__(self) -> str:
-        return (
-            f"SentimentPosts(split={self.split!r}, num_records={self.num_records}, "
-            f"image_size={self.image_size}, sample_rate={self.sample_rate}, seed={self.seed})"
-        )
-
-    def num_captions(self, index: int) -> int:
-        return 1
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
-        if not 0 <= index < self.num_records:
-            raise IndexError(f"record {index} is out of range for {self!r}")
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 41])
+        rng = self.record_rng(int(index))
         face, tone, text = (int(c) for c in rng.integers(3, size=3))
         phrases = TEXTS[text]
         return {

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mmjax.data.synthetic import SPLITS
+from mmjax.data.indexed_source import IndexedSource
 
 COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4}
 PITCHES = {"low": 300.0, "mid": 700.0, "high": 1600.0}  # Hz
@@ -48,8 +48,11 @@ def tone(freq: float, samples: int, sample_rate: int, timbre: str, rng: np.rando
     return 1.2 * np.sin(phase) * rng.standard_normal(samples)
 
 
-class Sounds:
+class Sounds(IndexedSource):
     """Random-access source of beep clips (a grain ``RandomAccessDataSource``)."""
+
+    salt, order_salt = 37, 7901
+    repr_fields = ("sample_rate",)
 
     def __init__(
         self,
@@ -58,38 +61,13 @@ class Sounds:
         sample_rate: int = 8000,
         seed: int = 0,
     ):
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
-        if split == "eval" and num_records > len(COMBINATIONS):
-            raise ValueError(
-                f"the eval split has at most {len(COMBINATIONS)} distinct captions; "
-                f"asked for {num_records}"
-            )
-        self.split, self.num_records, self.seed = split, num_records, seed
+        super().__init__(split, num_records, seed, num_labels=len(COMBINATIONS))
         self.sample_rate = sample_rate
-        self._eval_order = np.random.default_rng([seed, 7901]).permutation(len(COMBINATIONS))
-
-    def __len__(self) -> int:
-        return self.num_records
-
-    def __repr__(self) -> str:
-        return (
-            f"Sounds(split={self.split!r}, num_records={self.num_records}, "
-            f"sample_rate={self.sample_rate}, seed={self.seed})"
-        )
-
-    def num_captions(self, index: int) -> int:
-        return 1
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
-        if not 0 <= index < self.num_records:
-            raise IndexError(f"record {index} is out of range for {self!r}")
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index, 37])
-        if self.split == "eval":
-            label = int(self._eval_order[index])
-        else:
-            label = int(rng.integers(len(COMBINATIONS)))
+        rng = self.record_rng(index)
+        label = self.label(index, rng)
         count, pitch, timbre = COMBINATIONS[label]
         sr = self.sample_rate
         wave = clip(COUNTS[count], PITCHES[pitch], TIMBRES[timbre], sr, rng)
