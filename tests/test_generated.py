@@ -148,4 +148,5 @@ def test_video_text_tiny_trains_and_evaluates(tmp_path):
     subprocess.run(cmd, check=True, timeout=900, capture_output=True)
     rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/t2i_r1" in r for r in rows)
-    assert np.isfinite(rows[-1]["loss"])
+    losses = [r["loss"] for r in rows if "loss" in r]  # eval rows carry no train loss
+    assert losses and np.all(np.isfinite(losses))

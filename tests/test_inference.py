@@ -177,7 +177,8 @@ def test_predict_zero_shot_on_pngs(clip_run, tmp_path, capsys):
         np.testing.assert_allclose([row["probs"][lab] for lab in labels], ref, atol=1e-6)
         assert row["label"] == labels[int(np.argmax(ref))]
         assert row["score"] == pytest.approx(float(ref.max()))
-    assert main([*argv[:-1], str(tmp_path / "none"), "--labels", "a"]) == 2
+    # a missing input is a file-system error (mmjax.errors: exit 10)
+    assert main([*argv[:-1], str(tmp_path / "none"), "--labels", "a"]) == 10
     assert "no image files" in capsys.readouterr().err
 
 

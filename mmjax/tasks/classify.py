@@ -182,7 +182,8 @@ class ClassifyExample:
         self.image_fn = image_fn
         self.use_image = use_image  # False: no image encoder, no image inputs
         self.synthetic = synthetic
-        self.answers = {a: i for i, a in enumerate(answers)}
+        # keys normalized as annotations are (answer_vocabulary does it too; idempotent)
+        self.answers = {normalize_answer(a): i for i, a in enumerate(answers)}
         self.label_field = label_field
         self.num_classes = num_classes
         self.negative_rate = negative_rate
@@ -206,7 +207,7 @@ class ClassifyExample:
                     self._synthetic_label(record), rng
                 )
                 scores = np.zeros(len(self.answers), np.float32)
-                scores[self.answers[answer]] = 1.0  # one certain answer
+                scores[self.answers[normalize_answer(answer)]] = 1.0  # one certain answer
                 return question, scores, qtype
             answers = record.get("answers")
             if not isinstance(answers, (list, tuple)) or not answers:

@@ -348,8 +348,10 @@ class ITMMLMTask:
         self.image_size = config.model.image.image_size
         self.context_length = config.model.text.context_length
 
-    # The same image-text batch as the contrastive task (reads image_size / context_length).
+    # The same image-text batch as the contrastive task (reads image_size / context_length;
+    # ITM towers take images, never video or audio, so no media kind).
     dummy_batch = ContrastiveTask.dummy_batch
+    media = None
     # The train step clamps the ITC temperature's param at log 100 (CLIP, ALBEF's cap).
     max_logit_scale = MAX_LOGIT_SCALE
     # Why optim.accum_steps > 1 is not the full batch's update (the train loop warns).
