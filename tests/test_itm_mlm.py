@@ -17,13 +17,8 @@ from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import normalize_images
 from mmjax.evaluate import itm_accuracy
 from mmjax.losses import weighted_cross_entropy
-from mmjax.tasks.itm_mlm import (
-    ITMMLMModel,
-    ITMMLMTask,
-    next_distinct,
-    same_rows,
-    sample_hard_negatives,
-)
+from mmjax.models.itm_mlm import ITMMLMModel, next_distinct, same_rows, sample_hard_negatives
+from mmjax.tasks.itm_mlm import ITMMLMTask
 from mmjax.train import train
 from tests.conftest import REPO
 

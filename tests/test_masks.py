@@ -13,8 +13,9 @@ from mmjax import config as config_lib
 from mmjax.data.mlm_masking import mask_tokens, masking_ids
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import normalize_images
+from mmjax.models.itm_mlm import ITMMLMModel
 from mmjax.models.layers import key_padding
-from mmjax.tasks.itm_mlm import ITMMLMModel, ITMMLMTask
+from mmjax.tasks.itm_mlm import ITMMLMTask
 from tests.conftest import REPO
 from tests.hf_reference import FIXTURES, max_diff, to_torch, torch_model
 
