@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mmjax.config import ConfigError
+
 Schedule = Callable[[jax.Array], jax.Array]
 
 SCHEDULE_KEYS = frozenset(
@@ -53,15 +55,15 @@ def make_schedule(
     end = lr * float(cfg.get("end_lr_fraction", 0.0))
     cooldown = int(cfg.get("cooldown_steps", 0) or 0)
     if kind not in SCHEDULES:
-        raise ValueError(f"{where}.schedule: unknown {kind!r}; known: {', '.join(SCHEDULES)}")
+        raise ConfigError(f"{where}.schedule: unknown {kind!r}; known: {', '.join(SCHEDULES)}")
     if warmup >= total_steps and kind in ("cosine", "linear"):
-        raise ValueError(
+        raise ConfigError(
             f"{where}.warmup_steps ({warmup}) must be smaller than train.steps ({total_steps})"
         )
     if cooldown and kind not in ("constant", "rsqrt"):
-        raise ValueError(f"{where}.cooldown_steps is for 'constant' and 'rsqrt', not {kind!r}")
+        raise ConfigError(f"{where}.cooldown_steps is for 'constant' and 'rsqrt', not {kind!r}")
     if cooldown < 0 or warmup + cooldown > total_steps:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: warmup_steps ({warmup}) + cooldown_steps ({cooldown}) must fit in "
             f"train.steps ({total_steps})"
         )
