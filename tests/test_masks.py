@@ -96,7 +96,7 @@ def test_mlm_never_masks_bos_or_other_special_tokens_by_default():
 
 
 def test_itm_hard_negatives_exclude_other_captions_of_the_same_image(monkeypatch):
-    from mmjax.tasks import itm_mlm
+    from mmjax.models import itm_mlm  # where the model samples its negatives
 
     drawn = []
     real = itm_mlm.sample_hard_negatives
