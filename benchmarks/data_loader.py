@@ -223,7 +223,7 @@ def step_consumption(config_spec: str, overrides: list[str], steps: int) -> dict
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    from mmjax.cli import _split_overrides
+    from mmjax.cli.app import _split_overrides
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=512, help="JPEG files to write / read")

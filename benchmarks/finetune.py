@@ -26,9 +26,9 @@ from pathlib import Path
 import jax
 
 from mmjax import config as config_lib
-from mmjax.cli import _split_overrides
+from mmjax.cli.app import _split_overrides
 from mmjax.tasks import build_task
-from mmjax.train import make_plan
+from mmjax.train.loop import make_plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_step import compile_step, print_table, time_step  # noqa: E402

@@ -32,11 +32,11 @@ import numpy as np  # noqa: E402
 from train_step import time_step  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 from mmjax import config as config_lib  # noqa: E402
-from mmjax import sharding  # noqa: E402
-from mmjax.optim import make_optimizer  # noqa: E402
-from mmjax.sharding_report import abstract_state, state_bytes  # noqa: E402
+from mmjax.optim.optimizer import make_optimizer  # noqa: E402
+from mmjax.parallel import sharding  # noqa: E402
+from mmjax.parallel.sharding_report import abstract_state, state_bytes  # noqa: E402
 from mmjax.tasks import build_task  # noqa: E402
-from mmjax.train import init_train_state, make_plan, make_train_step  # noqa: E402
+from mmjax.train.loop import init_train_state, make_plan, make_train_step  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clip_synthetic.py"
 MESHES = {

@@ -6,7 +6,7 @@
 The device's matmul peak is measured in the same run (a large ``jnp.dot`` in
 the model's compute dtype), so MFU compares the step with what this machine
 does right now, not with a datasheet. The step is the trainer's own jitted
-step (``mmjax.train.make_train_step``) on one fixed batch from the real input
+step (``mmjax.train.loop.make_train_step``) on one fixed batch from the real input
 pipeline, timed after warm-up with the result blocked on each step.
 """
 
@@ -23,15 +23,15 @@ import jax
 import jax.numpy as jnp
 
 from mmjax import config as config_lib
-from mmjax import sharding
-from mmjax.cli import _split_overrides
+from mmjax.cli.app import _split_overrides
 from mmjax.data.pipeline import train_dataset
 from mmjax.data.tokenizer import load_tokenizer
 from mmjax.flops import two_tower_train_flops
 from mmjax.models.towers import dtype_from_name
-from mmjax.optim import make_optimizer
+from mmjax.optim.optimizer import make_optimizer
+from mmjax.parallel import sharding
 from mmjax.tasks import build_task
-from mmjax.train import init_train_state, make_train_step
+from mmjax.train.loop import init_train_state, make_train_step
 
 
 def matmul_peak(dtype: jnp.dtype, n: int = 2048, repeats: int = 5) -> float:

@@ -24,10 +24,10 @@ from mmjax.config import load_with_options
 from mmjax.data.moving_shapes import COMBINATIONS
 from mmjax.data.pipeline import eval_batches
 from mmjax.data.tokenizer import load_tokenizer
-from mmjax.evaluate import retrieval_metrics
-from mmjax.init_from import load_checkpoint_params
-from mmjax.param_rules import unflat_params
+from mmjax.evaluation.evaluate import retrieval_metrics
+from mmjax.optim.param_rules import unflat_params
 from mmjax.tasks import build_task
+from mmjax.train.init_from import load_checkpoint_params
 
 
 def direction_accuracy(sim: np.ndarray, labels: np.ndarray) -> float:

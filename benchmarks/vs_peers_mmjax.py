@@ -25,10 +25,10 @@ from step_timer import median_step_seconds, report
 from train_step import matmul_peak
 
 from mmjax import config as config_lib
-from mmjax.accumulate import loss_and_grads
-from mmjax.optim import make_optimizer
-from mmjax.param_rules import flat_params, make_param_plan
+from mmjax.optim.optimizer import make_optimizer
+from mmjax.optim.param_rules import flat_params, make_param_plan
 from mmjax.tasks import build_task
+from mmjax.train.accumulate import loss_and_grads
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "clip_vit_b32.py"
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}

@@ -17,7 +17,7 @@ import math
 
 import ml_collections
 
-from mmjax.sharding import DEFAULT_RULES
+from mmjax.parallel.sharding import DEFAULT_RULES
 
 CONTEXT = 12  # the longest synthetic caption is 10 words + BOS/EOS
 VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens

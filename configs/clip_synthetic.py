@@ -12,7 +12,7 @@ import math
 
 import ml_collections
 
-from mmjax.sharding import DEFAULT_RULES
+from mmjax.parallel.sharding import DEFAULT_RULES
 
 CONTEXT = 12  # the longest synthetic caption is 10 words + BOS/EOS
 VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens
@@ -108,14 +108,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.cooldown_steps = 0  # 'constant' / 'rsqrt': final linear decay
     c.optim.timescale = 0  # 'rsqrt': lr * sqrt(timescale / (timescale + t)); 0 = warmup_steps
     # (regex, rule) over '/'-joined param paths, first match wins; None = frozen, else
-    # dict(lr_mult=, wd_mult=, decay=None|True|False, schedule=dict(...)). See mmjax/param_rules.py
+    # dict(lr_mult=, wd_mult=, decay=None|True|False, schedule=dict(...)).
+    # See mmjax/optim/param_rules.py
     c.optim.rules = [(".*", {})]
     c.optim.llrd = 1.0  # layer-wise lr decay per tower (1 = off)
     c.optim.accum_steps = 1  # micro-batches per step (same update as one big batch)
     c.optim.ema_decay = 0.0  # EMA of trainable params, used for eval (0 = off)
 
-    # Several evaluators per run (mmjax/evaluators.py): [dict(name=, data=dict(...), task=dict(
-    # ...), metrics=[...])], each writing eval/<name>/<metric>; [] = the task's eval only.
+    # Several evaluators per run (mmjax/evaluation/evaluators.py): [dict(name=, data=dict(...),
+    # task=dict(...), metrics=[...])], each writing eval/<name>/<metric>; [] = the task's eval
+    # only.
     c.evals = []
 
     c.init_from = ""  # '' | another run's workdir / checkpoints dir | 'hf:<path or id>'

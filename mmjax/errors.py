@@ -100,7 +100,7 @@ def run_command(command: Callable[[], int], debug: bool = False) -> int:
     """Runs ``command`` (a CLI subcommand) and turns what escapes it into one error line
     on stderr and its kind's exit code.
 
-    SIGTERM before the train loop takes over the signal (``mmjax.preemption``) ends the
+    SIGTERM before the train loop takes over the signal (``mmjax.train.preemption``) ends the
     command cleanly with exit code 143; the loop itself saves a checkpoint and exits 0.
     """
     if not debug:

@@ -22,7 +22,7 @@ def softmax_contrastive_loss(
     """CLIP's symmetric InfoNCE.
 
     ``logit_scale`` is the log temperature, used as it is: CLIP's cap at log 100 is
-    applied to the parameter after each update (``mmjax.temperature``), not here, so
+    applied to the parameter after each update (``mmjax.train.temperature``), not here, so
     the gradient w.r.t. ``logit_scale`` never vanishes. Returns ``(loss, metrics)``.
     """
     image = image.astype(jnp.float32)

@@ -11,12 +11,12 @@ import optax
 import pytest
 
 from mmjax import config as config_lib
-from mmjax import train as train_lib
-from mmjax.accumulate import loss_and_grads
 from mmjax.data.pipeline import train_dataset
 from mmjax.data.tokenizer import load_tokenizer
-from mmjax.param_rules import flat_params
+from mmjax.optim.param_rules import flat_params
 from mmjax.tasks import build_task
+from mmjax.train import loop as train_lib
+from mmjax.train.accumulate import loss_and_grads
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 
-from mmjax.caption_metrics import bleu4, cider, coco_tokenize
 from mmjax.config import load_config
 from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
+from mmjax.evaluation.caption_metrics import bleu4, cider, coco_tokenize
 from mmjax.models.decoder import CaptionDecoder
 from mmjax.models.generate import beam_search, cached_step, gather_beams, greedy
 from mmjax.tasks.caption import CaptionExample, synthetic_references
@@ -413,7 +413,7 @@ def test_references_of_real_data_are_every_caption_of_the_image():
 
 def test_train_tiny_config_writes_caption_metrics(tmp_path):
     from mmjax.config import apply_overrides
-    from mmjax.train import train
+    from mmjax.train.loop import train
 
     config = apply_overrides(
         load_config("configs/caption_coca.py:tiny"),

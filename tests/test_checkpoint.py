@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import pytest
 
-from mmjax.checkpoint import BestCheckpointer, Checkpointer
+from mmjax.train.checkpoint import BestCheckpointer, Checkpointer
 
 
 def _steps(directory) -> list[int]:

@@ -13,8 +13,8 @@ from mmjax.data import synthetic_tasks
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES, SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import BadRecord
+from mmjax.evaluation.vqa_metrics import vqa_accuracy, vqa_answer_scores
 from mmjax.tasks.classify import ClassifyExample, ClassifyTask
-from mmjax.vqa_metrics import vqa_accuracy, vqa_answer_scores
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,7 +194,7 @@ def test_bad_records_and_configs_fail_by_name():
 
 
 def test_frozen_variant_freezes_exactly_the_image_encoder():
-    from mmjax.train import make_plan
+    from mmjax.train.loop import make_plan
 
     config = _load("classify_image.py:tiny,frozen")
     plan = make_plan(ClassifyTask(config), config.optim)
@@ -243,7 +243,7 @@ def test_loss_falls_on_a_fixed_batch():
     ],
 )
 def test_train_writes_eval_metrics(spec, metric, tmp_path):
-    from mmjax.train import train
+    from mmjax.train.loop import train
 
     config = _load(spec)
     config.train.update(steps=4, eval_every=2, log_every=2, checkpoint_every=4)

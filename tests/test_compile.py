@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from mmjax.tpu_topology import CHIPS, parse_topology
+from mmjax.parallel.tpu_topology import CHIPS, parse_topology
 from tests.conftest import REPO, run_python
 
 needs_libtpu = pytest.mark.skipif(
@@ -54,7 +54,7 @@ def test_collectives_count_loop_iterations() -> None:
         """
 import json, jax, jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
-from mmjax.hlo_collectives import collectives
+from mmjax.parallel.hlo_collectives import collectives
 mesh = jax.make_mesh((8,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))
 def body(c, _):
     g = jax.lax.all_gather(c, "x", tiled=True)               # [64, 32] f32 = 8 KiB
@@ -82,7 +82,7 @@ def test_train_does_not_load_libtpu_on_a_cpu_host() -> None:
     host has no TPU chip (its probe and lockfile), unless JAX_PLATFORMS says otherwise."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
     code = (
-        "import os; from mmjax.tpu_topology import skip_tpu_probe; skip_tpu_probe();"
+        "import os; from mmjax.parallel.tpu_topology import skip_tpu_probe; skip_tpu_probe();"
         "import jax; jax.devices(); print(os.environ['JAX_PLATFORMS'],"
         "'libtpu' in open('/proc/self/maps').read())"
     )
@@ -99,7 +99,7 @@ def test_compile_for_v5e_4_fits_and_a_huge_batch_does_not(tmp_path) -> None:
     activations need ~100 GB per chip fails with needed vs available."""
     report = tmp_path / "r.json"
     code = f"""
-from mmjax.cli import main
+from mmjax.cli.app import main
 base = ["compile", "--config", "configs/clip_vit_b32.py:tiny", "--topology", "v5e-4",
         "--config.mesh.data=1", "--config.mesh.fsdp=-1"]
 print("rc", main(base + ["--json", "{report}"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.cli import main
+from mmjax.cli.app import main
 from tests.conftest import CONFIG, REPO
 
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from mmjax.distributed import detect
+from mmjax.parallel.distributed import detect
 from tests.conftest import REPO
 
 

@@ -13,7 +13,7 @@ from tests.test_train import _train_cmd
 
 
 def _mmjax(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [*_train_cmd(REPO / "unused", 1)[:3], *args]  # python -m mmjax.cli ...
+    cmd = [*_train_cmd(REPO / "unused", 1)[:3], *args]  # python -m mmjax.cli.app ...
     return subprocess.run(
         cmd, cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=120
     )

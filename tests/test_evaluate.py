@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmjax.evaluate import retrieval_metrics, retrieval_ranks, zeroshot_accuracy
+from mmjax.evaluation.evaluate import retrieval_metrics, retrieval_ranks, zeroshot_accuracy
 
 
 def test_recall_matches_brute_force():

@@ -16,12 +16,12 @@ import PIL.Image
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.checkpoint import read_state
 from mmjax.data.pipeline import BadRecordError
 from mmjax.data.transforms import BadRecord, to_rgb_uint8
-from mmjax.faults import NonFiniteError
-from mmjax.preemption import StopRequest
-from mmjax.train import train
+from mmjax.train.checkpoint import read_state
+from mmjax.train.faults import NonFiniteError
+from mmjax.train.loop import train
+from mmjax.train.preemption import StopRequest
 from tests.conftest import REPO
 from tests.test_train import _final_params, _flatten, _rows, _train_cmd
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.train import train
+from mmjax.train.loop import train
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mmjax import cli
+from mmjax.cli import app as cli
 from mmjax.data.pipeline import train_dataset
 from mmjax.data.sources.files_source import FilesSource
 from mmjax.data.sources.records import SourceError

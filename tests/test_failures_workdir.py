@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mmjax.checkpoint import read_state
-from mmjax.train import train
+from mmjax.train.checkpoint import read_state
+from mmjax.train.loop import train
 from tests.conftest import REPO
 from tests.test_failures import (
     ENV,
@@ -171,6 +171,9 @@ def test_failed_async_save_stops_at_once_with_one_line_and_keeps_the_last_checkp
         assert "checkpoint none was kept" in errors[0]
     # No traceback through mmjax (asyncio may still print "Event loop is closed" from
     # orbax's abandoned save thread at interpreter exit).
-    assert "/mmjax/train.py" not in proc.stderr and "/mmjax/checkpoint.py" not in proc.stderr
+    assert (
+        "/mmjax/train/loop.py" not in proc.stderr
+        and "/mmjax/train/checkpoint.py" not in proc.stderr
+    )
     last = max(r["step"] for r in _rows(tmp_path) if "loss" in r)
     assert last < 60  # stopped soon after the failed save, not at the end

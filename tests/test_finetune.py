@@ -10,15 +10,15 @@ import orbax.checkpoint as ocp
 import pytest
 
 from mmjax import config as config_lib
-from mmjax import sharding
-from mmjax.accumulate import loss_and_grads
 from mmjax.data.pipeline import train_dataset
 from mmjax.data.tokenizer import load_tokenizer
-from mmjax.init_from import select_params
-from mmjax.optim import make_optimizer
-from mmjax.param_rules import flat_params
+from mmjax.optim.optimizer import make_optimizer
+from mmjax.optim.param_rules import flat_params
+from mmjax.parallel import sharding
 from mmjax.tasks import build_task
-from mmjax.train import init_train_state, make_plan, make_train_step, train
+from mmjax.train.accumulate import loss_and_grads
+from mmjax.train.init_from import select_params
+from mmjax.train.loop import init_train_state, make_plan, make_train_step, train
 from tests.conftest import CONFIG
 
 IMAGE_LOCKED = [("image/.*|image_proj/.*", None), (".*", {})]
@@ -183,7 +183,7 @@ def test_select_params_reports_and_rejects_shape_mismatch():
 
 def test_init_from_hf_goes_through_mmjax_hf_load():
     import mmjax.hf
-    from mmjax.init_from import load_source_params
+    from mmjax.train.init_from import load_source_params
     from tests.conftest import REPO
 
     path = REPO / "tests" / "fixtures" / "hf" / "clip-pt"

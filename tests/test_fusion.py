@@ -24,7 +24,7 @@ from mmjax.models.fusion import (
     TensorFusion,
     normalized_adjacency,
 )
-from mmjax.sharding import DEFAULT_RULES
+from mmjax.parallel.sharding import DEFAULT_RULES
 
 B = 2
 S_TEXT = 8

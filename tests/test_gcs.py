@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from mmjax import storage
-from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.data.pipeline import train_dataset
 from mmjax.data.tokenizer import TextTokenizer
-from mmjax.train import train
+from mmjax.train.checkpoint import latest_step_dir, read_state
+from mmjax.train.loop import train
 from tests.conftest import REPO
 from tests.test_failures import _assert_same_params, _config, _kill, _wait_for
 from tests.test_sources import _records, _tar

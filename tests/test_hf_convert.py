@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mmjax.hf
-from mmjax.cli import main
+from mmjax.cli.app import main
 from tests.hf_reference import FIXTURES
 
 

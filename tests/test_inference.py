@@ -17,7 +17,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from mmjax.cli import main
+from mmjax.cli.app import main
 from tests.conftest import REPO
 
 TINY_STEPS = ["train.steps=4", "train.log_every=2", "train.eval_every=0"]
@@ -26,7 +26,7 @@ TINY_STEPS = ["train.steps=4", "train.log_every=2", "train.eval_every=0"]
 def train_tiny(config: str, workdir, extra: list[str] = ()) -> None:
     """Trains ``configs/<config>`` for a few steps in this process (final eval included)."""
     from mmjax import config as config_lib
-    from mmjax.train import train
+    from mmjax.train.loop import train
 
     cfg = config_lib.apply_overrides(
         config_lib.load_config(f"{REPO}/configs/{config}"), [*TINY_STEPS, *extra]
@@ -121,7 +121,7 @@ def test_eval_reproduces_the_runs_last_eval(clip_run, tmp_path):
 
 
 def test_several_evaluators(clip_run):
-    from mmjax.cli_eval import run_eval
+    from mmjax.cli.eval import run_eval
 
     evals = [
         dict(name="shape", metrics=["zeroshot_acc"]),
@@ -141,8 +141,8 @@ def test_several_evaluators(clip_run):
 
 
 def test_chunked_retrieval_equals_host_matrix():
-    from mmjax.evaluate import retrieval_metrics
-    from mmjax.retrieval import retrieval_metrics_chunked
+    from mmjax.evaluation.evaluate import retrieval_metrics
+    from mmjax.evaluation.retrieval import retrieval_metrics_chunked
 
     rng = np.random.default_rng(0)
     img = rng.normal(size=(300, 16)).astype(np.float32)

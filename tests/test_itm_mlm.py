@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.checkpoint import latest_step_dir, read_state
 from mmjax.data.mlm_masking import mask_tokens, masking_ids
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import normalize_images
-from mmjax.evaluate import itm_accuracy
+from mmjax.evaluation.evaluate import itm_accuracy
 from mmjax.losses import weighted_cross_entropy
 from mmjax.models.itm_mlm import ITMMLMModel, next_distinct, same_rows, sample_hard_negatives
 from mmjax.tasks.itm_mlm import ITMMLMTask
-from mmjax.train import train
+from mmjax.train.checkpoint import latest_step_dir, read_state
+from mmjax.train.loop import train
 from tests.conftest import REPO
 
 ITM_CONFIG = REPO / "configs" / "itm_mlm_synthetic.py"

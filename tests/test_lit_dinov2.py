@@ -9,8 +9,8 @@ import sys
 import numpy as np
 
 import mmjax.hf
-from mmjax.checkpoint import latest_step_dir, read_state
-from mmjax.param_rules import flat_params
+from mmjax.optim.param_rules import flat_params
+from mmjax.train.checkpoint import latest_step_dir, read_state
 from tests.conftest import REPO
 from tests.hf_reference import write_random_checkpoint
 

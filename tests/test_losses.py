@@ -66,7 +66,7 @@ def test_losses_see_the_global_batch_when_sharded():
 import jax, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from mmjax.losses import softmax_contrastive_loss, sigmoid_contrastive_loss
-from mmjax.sharding import make_mesh
+from mmjax.parallel.sharding import make_mesh
 mesh = make_mesh({'data': -1, 'fsdp': 1, 'tensor': 1})
 assert mesh.shape['data'] == 8
 rng = np.random.default_rng(0)

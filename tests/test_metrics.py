@@ -10,8 +10,8 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS
 
-from mmjax.caption_metrics import PTB_PUNCTUATIONS, bleu4, cider, coco_tokenize
-from mmjax.vqa_metrics import normalize_answer, official_score, vqa_answer_scores
+from mmjax.evaluation.caption_metrics import PTB_PUNCTUATIONS, bleu4, cider, coco_tokenize
+from mmjax.evaluation.vqa_metrics import normalize_answer, official_score, vqa_answer_scores
 
 # (raw caption, what COCO's PTBTokenizer -lowerCase + punctuation removal gives), by hand.
 TOKENIZED = [

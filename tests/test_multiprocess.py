@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmjax.checkpoint import read_state
+from mmjax.train.checkpoint import read_state
 from tests.conftest import CONFIG, REPO
 from tests.test_train import _flatten
 

@@ -10,10 +10,10 @@ import optax
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.info import param_shapes
-from mmjax.optim import decay_mask, ema_update, make_optimizer
-from mmjax.param_rules import llrd_multipliers, make_param_plan
-from mmjax.schedules import make_schedule
+from mmjax.cli.info import param_shapes
+from mmjax.optim.optimizer import decay_mask, ema_update, make_optimizer
+from mmjax.optim.param_rules import llrd_multipliers, make_param_plan
+from mmjax.optim.schedules import make_schedule
 from tests.conftest import CONFIG
 
 

@@ -18,11 +18,12 @@ MESHES_CODE = """
 import os
 os.environ["XLA_FLAGS"] += " --xla_backend_optimization_level=0"  # compile faster
 import json, jax, numpy as np, flax.linen as nn
-from mmjax import config as C, sharding
-from mmjax.accumulate import loss_and_grads
-from mmjax.optim import make_optimizer
+from mmjax import config as C
+from mmjax.parallel import sharding
+from mmjax.train.accumulate import loss_and_grads
+from mmjax.optim.optimizer import make_optimizer
 from mmjax.tasks import build_task
-from mmjax.train import TrainState, init_train_state, make_plan, make_train_step
+from mmjax.train.loop import TrainState, init_train_state, make_plan, make_train_step
 
 cfg = C.load_config("CONFIG:tiny")
 task = build_task(cfg)
@@ -168,9 +169,9 @@ def test_scan_layers_stacks_params_and_gives_the_same_loss():
 
 def _train(cfg, params, steps=3):
     """``steps`` train steps (AdamW, the config's rules and LLRD) from ``params``."""
-    from mmjax.optim import make_optimizer
+    from mmjax.optim.optimizer import make_optimizer
     from mmjax.tasks import build_task
-    from mmjax.train import TrainState, make_plan, make_train_step
+    from mmjax.train.loop import TrainState, make_plan, make_train_step
 
     task = build_task(cfg)
     plan = make_plan(task, cfg.optim)
@@ -210,7 +211,7 @@ def test_llrd_applies_per_layer_along_the_scanned_stack():
 
 
 def test_llrd_that_reaches_no_layer_is_an_error():
-    from mmjax.param_rules import make_param_plan
+    from mmjax.optim.param_rules import make_param_plan
 
     cfg = _tiny()
     cfg.optim.llrd = 0.5
@@ -256,8 +257,8 @@ def test_hf_weights_load_into_a_scanned_model_and_save_back(name, tmp_path):
 
 
 def test_init_from_matches_the_layer_layout():
-    from mmjax.init_from import match_layer_layout
-    from mmjax.param_rules import flat_params
+    from mmjax.optim.param_rules import flat_params
+    from mmjax.train.init_from import match_layer_layout
 
     plain = flat_params(_params(_tiny()))
     scanned = flat_params(_params(_tiny(scan_layers=True)))
@@ -270,7 +271,7 @@ def test_init_from_matches_the_layer_layout():
 
 
 def test_aot_compile_reports_memory_and_flops(capsys):
-    from mmjax.compile_report import aot_compile, memory_bytes, xla_flops
+    from mmjax.parallel.compile_report import aot_compile, memory_bytes, xla_flops
 
     f = jax.jit(lambda a, b: a @ b)
     x = np.ones((64, 64), np.float32)
@@ -283,7 +284,7 @@ def test_aot_compile_reports_memory_and_flops(capsys):
 
 
 def test_info_prints_mesh_param_specs_and_bytes(capsys):
-    from mmjax.info import print_info
+    from mmjax.cli.info import print_info
 
     print_info(_tiny(scan_layers=True))
     out = capsys.readouterr().out

@@ -445,9 +445,9 @@ def test_config_errors_name_the_key(data):
     [(k, e) for k, e in zip(KINDS, KINDS[1:] + KINDS[:1], strict=True)],
 )
 def test_train_a_few_steps(data, kind, eval_kind, tmp_path):
-    """``mmjax.train.train`` on each source (evaluating on another kind)."""
+    """``mmjax.train.loop.train`` on each source (evaluating on another kind)."""
     from mmjax import config as config_lib
-    from mmjax.train import train
+    from mmjax.train.loop import train
 
     cfg = config_lib.load_config(f"{Path(__file__).parent.parent}/configs/clip_synthetic.py:tiny")
     cfg.data.update(_data_cfg(data["root"], kind, eval_source=_specs(data["root"])[eval_kind][1]))
@@ -463,7 +463,7 @@ def test_train_a_few_steps(data, kind, eval_kind, tmp_path):
 
 
 def test_cli_data_prepare(data, tmp_path, capsys):
-    from mmjax import cli
+    from mmjax.cli import app as cli
 
     spec = f"folder:{data['root']}/folder/eval"
     assert cli.main(["data", "prepare", "--source", spec, "--out", str(tmp_path / "p")]) == 0

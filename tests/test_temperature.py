@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.init_from import load_checkpoint_params
 from mmjax.losses import softmax_contrastive_loss
-from mmjax.temperature import MAX_LOGIT_SCALE, clamp_logit_scale
-from mmjax.train import train
+from mmjax.train.init_from import load_checkpoint_params
+from mmjax.train.loop import train
+from mmjax.train.temperature import MAX_LOGIT_SCALE, clamp_logit_scale
 from tests.conftest import CONFIG
 from tests.test_losses import _embeddings, softmax_reference
 

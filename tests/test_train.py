@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from mmjax import config as config_lib
-from mmjax.checkpoint import latest_step_dir, read_state
-from mmjax.train import train
+from mmjax.train.checkpoint import latest_step_dir, read_state
+from mmjax.train.loop import train
 from tests.conftest import CONFIG, REPO
 
 

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.init_from import match_layer_layout
 from mmjax.models.video import (
     VideoTransformer,
     inflate_image_params,
@@ -15,7 +14,8 @@ from mmjax.models.video import (
     posemb_sincos_1d,
 )
 from mmjax.models.vision import VisionTransformer
-from mmjax.param_rules import flat_params, unflat_params
+from mmjax.optim.param_rules import flat_params, unflat_params
+from mmjax.train.init_from import match_layer_layout
 
 TOWER = dict(image_size=16, patch_size=8, width=16, depth=2, num_heads=2, mlp_dim=32)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mmjax.metric_writer import MetricWriter
+from mmjax.train.metric_writer import MetricWriter
 
 
 def test_wandb_writer_resumes_the_same_run_offline(tmp_path, monkeypatch):
@@ -39,7 +39,7 @@ def test_plot_draws_the_curves(tmp_path):
     pytest.importorskip("matplotlib")
     import PIL.Image
 
-    from mmjax.cli import main
+    from mmjax.cli.app import main
 
     rows = [{"step": s, "loss": 3.0 / s, "lr": 0.1 * s} for s in (1, 2, 3)]
     rows.append({"step": 3, "eval/i2t_r1": 0.5, "eval/zeroshot_acc": 0.25})

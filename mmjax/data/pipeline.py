@@ -1,7 +1,7 @@
 """grain input pipelines: source -> shuffle -> repeat -> map -> batch -> process shard.
 
 Each process reads its own slice of the data and produces its share of the
-global batch; ``mmjax.sharding.global_batch`` stitches the shares into global
+global batch; ``mmjax.parallel.sharding.global_batch`` stitches the shares into global
 arrays. The training iterator is a grain ``DatasetIterator`` whose state
 (``get_state``/``set_state``) is saved with every checkpoint.
 

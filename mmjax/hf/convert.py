@@ -19,9 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax import storage
-from mmjax.checkpoint import latest_step_dir
 from mmjax.hf import api, config_map, keymap
 from mmjax.hf.hub import resolve
+from mmjax.train.checkpoint import latest_step_dir
 
 VARIABLES = "variables"
 

@@ -27,9 +27,9 @@ import tqdm
 from mmjax.data.augment import resize_shorter_center_crop
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import to_rgb_uint8
+from mmjax.evaluation.retrieval import topk_chunked
 from mmjax.inference.prompts import templates as template_list
 from mmjax.models.towers import TwoTower, l2_normalize
-from mmjax.retrieval import topk_chunked
 
 ImageLike = Any  # PIL.Image.Image | str | Path | np.ndarray
 PROGRESS_MIN = 512  # inputs from which a progress bar is shown

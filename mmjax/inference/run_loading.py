@@ -16,8 +16,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from mmjax.checkpoint import latest_step_dir, read_state
-from mmjax.param_rules import merge_params
+from mmjax.optim.param_rules import merge_params
+from mmjax.train.checkpoint import latest_step_dir, read_state
 
 
 @dataclasses.dataclass(frozen=True)

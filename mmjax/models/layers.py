@@ -8,7 +8,7 @@ an additive attention bias (relative positions), layer scale and a gated (SwiGLU
 Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``,
 ``kv``, ``vocab``, ...) through ``nn.with_logical_partitioning`` and the main
 activations get ``nn.with_logical_constraint`` at block boundaries, so the same
-module runs on one CPU or a sharded mesh; ``mmjax.sharding`` maps the logical
+module runs on one CPU or a sharded mesh; ``mmjax.parallel.sharding`` maps the logical
 names onto mesh axes.
 
 Memory options of ``Encoder``: ``remat`` recomputes each block's activations in

@@ -31,17 +31,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.caption_metrics import bleu4, cider, cider_available
 from mmjax.config import ConfigError
 from mmjax.data.pipeline import default_example
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
 from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
 from mmjax.data.transforms import BadRecord, ExampleFn, normalize_images
-from mmjax.evaluate import retrieval_metrics
+from mmjax.evaluation.caption_metrics import bleu4, cider, cider_available
+from mmjax.evaluation.evaluate import retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, token_cross_entropy, weighted_mean
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
-from mmjax.temperature import MAX_LOGIT_SCALE
+from mmjax.train.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 

@@ -47,12 +47,12 @@ from mmjax.data.augment import make_image_fn
 from mmjax.data.media import MediaInputs, WithMedia, dummy_media, media_kind
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import BadRecord, ImageFn, normalize_images, record_caption, record_image
-from mmjax.evaluate import zeroshot_accuracy
+from mmjax.evaluation.evaluate import zeroshot_accuracy
+from mmjax.evaluation.vqa_metrics import normalize_answer, vqa_accuracy, vqa_answer_scores
 from mmjax.models.fused import build_fused_model
 from mmjax.models.heads import ClassifierHead, dense
 from mmjax.models.layers import Dtype, activation, layer_norm
 from mmjax.models.towers import build_image_encoder, build_text_encoder, dtype_from_name
-from mmjax.vqa_metrics import normalize_answer, vqa_accuracy, vqa_answer_scores
 
 Batch = dict[str, jax.Array]
 TARGETS = ("vqa", "match", "label")

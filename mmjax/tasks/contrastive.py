@@ -11,12 +11,12 @@ import numpy as np
 from mmjax.data.media import MediaInputs, MediaTextExample, dummy_media, media_kind
 from mmjax.data.pipeline import default_example
 from mmjax.data.transforms import normalize_images
-from mmjax.evaluate import zeroshot_accuracy
+from mmjax.evaluation.evaluate import zeroshot_accuracy
+from mmjax.evaluation.retrieval import retrieval_metrics_chunked
 from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
 from mmjax.models.towers import build_two_tower, l2_normalize
-from mmjax.retrieval import retrieval_metrics_chunked
 from mmjax.tasks.zeroshot import ZeroShotPrompts
-from mmjax.temperature import MAX_LOGIT_SCALE
+from mmjax.train.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 

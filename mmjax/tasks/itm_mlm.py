@@ -34,11 +34,11 @@ import numpy as np
 from mmjax.data.mlm_masking import mask_tokens, masking_ids
 from mmjax.data.tokenizer import load_tokenizer
 from mmjax.data.transforms import normalize_images
-from mmjax.evaluate import itm_accuracy, retrieval_metrics
+from mmjax.evaluation.evaluate import itm_accuracy, retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, weighted_cross_entropy
 from mmjax.models.itm_mlm import ITMMLMModel, build_itm_mlm_model, next_distinct, same_rows
 from mmjax.tasks.contrastive import ContrastiveTask
-from mmjax.temperature import MAX_LOGIT_SCALE
+from mmjax.train.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 LOSS_NAMES = ("itc", "itm", "mlm")

@@ -9,7 +9,7 @@ written) or a dict with
 - ``wd_mult`` (default 1): multiplies ``config.optim.weight_decay``;
 - ``decay`` (default ``None``): ``True`` / ``False`` forces weight decay on / off
   instead of the default mask (``default_decays``);
-- ``schedule``: a dict of schedule keys (``mmjax.schedules.SCHEDULE_KEYS``)
+- ``schedule``: a dict of schedule keys (``mmjax.optim.schedules.SCHEDULE_KEYS``)
   overriding ``config.optim``'s for the params of this rule.
 
 Every param must be covered, and every rule must match at least one param.
@@ -26,7 +26,7 @@ from typing import Any
 
 import flax.traverse_util
 
-from mmjax.schedules import SCHEDULE_KEYS
+from mmjax.optim.schedules import SCHEDULE_KEYS
 
 RULE_KEYS = frozenset({"lr_mult", "wd_mult", "decay", "schedule"})
 DEFAULT_RULES = [(".*", {})]

@@ -15,8 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from mmjax import sharding
-from mmjax.train import state_init_fn
+from mmjax.parallel import sharding
+from mmjax.train.loop import state_init_fn
 
 
 def abstract_state(
@@ -68,7 +68,7 @@ def state_bytes(
 
 
 def print_report(abstract: Any, shardings: Any, mesh: Mesh) -> None:
-    from mmjax.compile_report import human_bytes
+    from mmjax.parallel.compile_report import human_bytes
 
     shape = ", ".join(f"{a}={n}" for a, n in mesh.shape.items())
     print(f"mesh: {shape} ({mesh.devices.size} devices)")

@@ -13,7 +13,7 @@ style; each is a dict
 errors naming them). In ``task.zeroshot``, ``class_names='imagenet'`` is the shipped
 ImageNet-1k class names and ``templates`` may name a shipped set ('imagenet': CLIP's 80,
 'simple_imagenet'). Every evaluator embeds on the device mesh and computes its metrics on
-the host (retrieval in chunks on the device, ``mmjax.retrieval``). With a dump directory
+the host (retrieval in chunks on the device, ``mmjax.evaluation.retrieval``). With a dump directory
 (the trainer's ``WORKDIR/predictions/<step>/``, ``config.train.dump_predictions``) a
 two-tower evaluator writes its predictions, each image's top-5 captions with scores, to
 ``<name>.jsonl`` (``eval.jsonl`` for the default evaluator).
@@ -32,10 +32,10 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mmjax import sharding
 from mmjax.config import ConfigError
 from mmjax.data.pipeline import default_example, eval_batches
-from mmjax.retrieval import topk_chunked
+from mmjax.evaluation.retrieval import topk_chunked
+from mmjax.parallel import sharding
 from mmjax.tasks import build_task
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mmjax.param_rules import merge_params
+from mmjax.optim.param_rules import merge_params
 
 Batch = dict[str, jax.Array]
 

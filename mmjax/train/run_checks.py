@@ -126,7 +126,7 @@ def eval_metric_names(
     the task's metrics cannot be computed on zeros."""
     import numpy as np
 
-    from mmjax import sharding
+    from mmjax.parallel import sharding
 
     inputs = sharding.global_batch({k: v for k, v in batch.items() if k != "valid"}, mesh)
     shapes = jax.eval_shape(eval_fn, params, inputs)

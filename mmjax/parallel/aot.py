@@ -19,12 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax import compile_report, sharding
-from mmjax.hlo_collectives import collectives
-from mmjax.optim import make_optimizer
+from mmjax.optim.optimizer import make_optimizer
+from mmjax.parallel import compile_report, sharding
+from mmjax.parallel.hlo_collectives import collectives
+from mmjax.parallel.tpu_topology import Topology, topology_devices
 from mmjax.tasks import build_task
-from mmjax.tpu_topology import Topology, topology_devices
-from mmjax.train import make_plan, make_train_step, state_init_fn
+from mmjax.train.loop import make_plan, make_train_step, state_init_fn
 
 # libtpu's two out-of-HBM messages: "Used 20.1G of 15.75G hbm" and "... HLO temporaries
 # (99.05G) exceeds available HBM (15.75G)".

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from mmjax.param_rules import flat_params
+from mmjax.optim.param_rules import flat_params
 
 # Changing these between a run and its resume changes no result of the steps already
 # taken nor the meaning of the state: a note is enough.
@@ -180,7 +180,7 @@ def restore_latest_intact(
     checkpointer: Any, abstract_state: Any, restore: Callable[[int], Any]
 ) -> tuple[int, Any] | None:
     """``(step, restore(step))`` for the newest step that restores, or ``None`` when there
-    is no step. ``checkpointer`` is a ``mmjax.checkpoint.Checkpointer``; unreadable steps
+    is no step. ``checkpointer`` is a ``mmjax.train.checkpoint.Checkpointer``; unreadable steps
     are moved aside (see the module doc). A shape mismatch is a ``ResumeError``."""
     directory = Path(checkpointer.directory)
     failures: list[str] = []

@@ -27,10 +27,10 @@ def run_eval(workdir: str | Path, overrides: list[str]) -> dict[str, Any]:
     import jax
 
     from mmjax import config as config_lib
-    from mmjax import sharding
     from mmjax.data.tokenizer import load_tokenizer
-    from mmjax.evaluators import build_evaluators, run_evaluators
+    from mmjax.evaluation.evaluators import build_evaluators, run_evaluators
     from mmjax.inference.run_loading import load_run
+    from mmjax.parallel import sharding
 
     run = load_run(workdir)
     if "evals" not in run.config:  # runs saved before config.evals existed

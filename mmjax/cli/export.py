@@ -53,8 +53,8 @@ def main(args: argparse.Namespace, overrides: list[str]) -> int:
         if args.push_to_hub:
             print(f"pushed to {push_to_hub(out, args.push_to_hub)}")
     if args.stablehlo:
-        from mmjax.export_stablehlo import export_pipeline
         from mmjax.inference import load
+        from mmjax.inference.export_stablehlo import export_pipeline
 
         platforms = [p for p in args.platforms.split(",") if p] or None
         manifest = export_pipeline(load(args.workdir), args.stablehlo, platforms)

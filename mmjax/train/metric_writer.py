@@ -2,7 +2,7 @@
 
 ``jsonl``: ``WORKDIR/metrics.jsonl``, one JSON object per ``write`` (``{'step': ...,
 **metrics}``; what ``mmjax eval`` and ``mmjax plot`` read). ``tensorboard``: event files in
-``WORKDIR/tensorboard``. ``wandb``: a Weights & Biases run (``mmjax.wandb_writer``, the
+``WORKDIR/tensorboard``. ``wandb``: a Weights & Biases run (``mmjax.train.wandb_writer``, the
 ``[wandb]`` extra) that a restarted run resumes.
 
 With a ``gs://`` workdir the event files are written to a local directory and copied to
@@ -53,7 +53,7 @@ class MetricWriter:
             self._tb_dir = storage.LocalMirror(workdir / "tensorboard")
             self._tb = SummaryWriter(str(self._tb_dir.local))
         if "wandb" in writers:
-            from mmjax.wandb_writer import WandbWriter
+            from mmjax.train.wandb_writer import WandbWriter
 
             self._wandb = WandbWriter(workdir, config or {}, wandb_project)
 

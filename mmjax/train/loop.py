@@ -1,13 +1,13 @@
 """The training loop: sharded init, jitted step, periodic eval, metrics, checkpoints, resume.
 
 Init follows the sharded pattern: ``jax.eval_shape(init)`` gives the state's
-shapes and logical axis names, ``mmjax.sharding`` turns them into
+shapes and logical axis names, ``mmjax.parallel.sharding`` turns them into
 ``NamedSharding``s, and ``jax.jit(init, out_shardings=...)`` materializes each
 shard where it lives. The step is ``jax.jit`` with explicit in/out shardings
 and the state donated. One device is simply a 1-device mesh.
 
 ``config.optim.rules`` split the params into a trainable and a frozen subtree
-(``mmjax.param_rules``): the state holds both, the step differentiates and updates
+(``mmjax.optim.param_rules``): the state holds both, the step differentiates and updates
 only the trainable one, and the optimizer state (and the EMA) covers only it.
 """
 
@@ -25,24 +25,25 @@ import optax
 import tqdm
 
 from mmjax import config as config_lib
-from mmjax import sharding, storage
-from mmjax.accumulate import loss_and_grads
-from mmjax.checkpoint import BestCheckpointer, Checkpointer
-from mmjax.compile_report import aot_compile
+from mmjax import storage
 from mmjax.data.pipeline import default_example, train_dataset
 from mmjax.data.tokenizer import load_tokenizer
-from mmjax.evaluators import build_evaluators, evaluate, run_evaluators  # noqa: F401
-from mmjax.faults import FaultMonitor
-from mmjax.init_from import init_state_from
-from mmjax.metric_writer import DEFAULT_WRITERS, MetricWriter
-from mmjax.optim import ema_update, make_optimizer
-from mmjax.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
-from mmjax.preemption import StopRequest
-from mmjax.resume_check import check_config_change, restore_latest_intact
-from mmjax.run_checks import check_best_metric, check_run_config, eval_metric_names
+from mmjax.evaluation.evaluators import build_evaluators, evaluate, run_evaluators  # noqa: F401
+from mmjax.optim.optimizer import ema_update, make_optimizer
+from mmjax.optim.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
+from mmjax.parallel import sharding
+from mmjax.parallel.compile_report import aot_compile
 from mmjax.tasks import build_task
-from mmjax.temperature import clamp_logit_scale
-from mmjax.workdir_lock import WorkdirLock, check_layout
+from mmjax.train.accumulate import loss_and_grads
+from mmjax.train.checkpoint import BestCheckpointer, Checkpointer
+from mmjax.train.faults import FaultMonitor
+from mmjax.train.init_from import init_state_from
+from mmjax.train.metric_writer import DEFAULT_WRITERS, MetricWriter
+from mmjax.train.preemption import StopRequest
+from mmjax.train.resume_check import check_config_change, restore_latest_intact
+from mmjax.train.run_checks import check_best_metric, check_run_config, eval_metric_names
+from mmjax.train.temperature import clamp_logit_scale
+from mmjax.train.workdir_lock import WorkdirLock, check_layout
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -129,7 +130,7 @@ def make_train_step(
     and EMA (the step counter and RNG still advance) and reports ``nonfinite = 1``.
     ``debug_nan_step = k`` makes step ``k``'s loss and gradients NaN (fault injection).
     A task with a ``max_logit_scale`` (not None) gets its ``logit_scale`` params clamped
-    into ``[0, max_logit_scale]`` after each update (``mmjax.temperature``).
+    into ``[0, max_logit_scale]`` after each update (``mmjax.train.temperature``).
     """
     max_logit_scale = getattr(task, "max_logit_scale", None)
 
@@ -172,7 +173,7 @@ def make_train_step(
 def train(config: Any, workdir: str | Path) -> dict[str, float]:
     """Trains ``config`` in ``workdir``, resuming from its latest checkpoint if there is one.
 
-    Holds the workdir's lock (``mmjax.workdir_lock``) throughout: a second run on the same
+    Holds the workdir's lock (``mmjax.train.workdir_lock``) throughout: a second run on the same
     workdir stops before writing anything. Returns the last logged metrics (train and eval).
     """
     with WorkdirLock(workdir):

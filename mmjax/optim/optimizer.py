@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mmjax.param_rules import (
+from mmjax.optim.param_rules import (
     NO_DECAY_NAMES,
     ParamPlan,
     default_decays,
@@ -27,7 +27,7 @@ from mmjax.param_rules import (
     make_param_plan,
     unflat_params,
 )
-from mmjax.schedules import Schedule, make_schedule
+from mmjax.optim.schedules import Schedule, make_schedule
 
 __all__ = [
     "NO_DECAY_NAMES",

@@ -8,9 +8,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from mmjax.param_rules import make_param_plan
+from mmjax.optim.param_rules import make_param_plan
 from mmjax.tasks import build_task
-from mmjax.train import param_shapes as task_param_shapes
+from mmjax.train.loop import param_shapes as task_param_shapes
 
 
 def param_shapes(config: Any) -> dict[str, tuple[int, ...]]:
@@ -43,9 +43,9 @@ def print_info(config: Any) -> None:
 
 def print_sharding(config: Any, plan: Any) -> None:
     """The mesh, each param's PartitionSpec (grouped) and state bytes per device."""
-    from mmjax import sharding
-    from mmjax.optim import make_optimizer
-    from mmjax.sharding_report import abstract_state, print_report
+    from mmjax.optim.optimizer import make_optimizer
+    from mmjax.parallel import sharding
+    from mmjax.parallel.sharding_report import abstract_state, print_report
 
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)

@@ -7,10 +7,10 @@ mmjax convert --ckpt CKPT_DIR --to-hf DIR       (orbax checkpoint -> Hugging Fac
 mmjax data prepare --source SPEC --out DIR      (files / folder / tar shards -> ArrayRecord)
 mmjax compile --config FILE[:ARG] --topology v5e-256 [--num-slices N] [--json PATH]
                                                 (AOT-compile the train step for a TPU slice)
-mmjax eval --workdir RUN [--out results.json]   (eval only: mmjax/cli_eval.py)
-mmjax predict zero-shot|retrieve|caption|answer --workdir RUN ...   (mmjax/cli_predict.py)
-mmjax export --workdir RUN --to-hf DIR | --stablehlo DIR            (mmjax/cli_export.py)
-mmjax plot --workdir RUN [--out DIR]            (loss / lr / eval curves: mmjax/plot.py)
+mmjax eval --workdir RUN [--out results.json]   (eval only: mmjax/cli/eval.py)
+mmjax predict zero-shot|retrieve|caption|answer --workdir RUN ...   (mmjax/cli/predict.py)
+mmjax export --workdir RUN --to-hf DIR | --stablehlo DIR            (mmjax/cli/export.py)
+mmjax plot --workdir RUN [--out DIR]            (loss / lr / eval curves: mmjax/cli/plot.py)
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmjax import cli_eval, cli_export, cli_predict, plot
 from mmjax import config as config_lib
+from mmjax.cli import eval as cli_eval
+from mmjax.cli import export as cli_export
+from mmjax.cli import plot
+from mmjax.cli import predict as cli_predict
 from mmjax.errors import debug_requested, run_command
 
 
@@ -119,9 +122,9 @@ def _compile(args: argparse.Namespace, config: Any) -> int:
     """``mmjax compile``: exit 0 if the step fits the chip's HBM, 1 if not, 2 on bad input."""
     import json
 
-    from mmjax.aot import DoesNotFit, compile_for_topology
-    from mmjax.compile_report import topology_lines
-    from mmjax.tpu_topology import parse_topology
+    from mmjax.parallel.aot import DoesNotFit, compile_for_topology
+    from mmjax.parallel.compile_report import topology_lines
+    from mmjax.parallel.tpu_topology import parse_topology
 
     try:
         topology = parse_topology(args.topology, args.num_slices)
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str]) -> int:
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
-    from mmjax import tpu_topology  # before jax starts: which platforms it may load
+    from mmjax.parallel import tpu_topology  # before jax starts: which platforms it may load
 
     if args.command == "compile":
         tpu_topology.use_cpu_backend_for_aot()
@@ -214,8 +217,8 @@ def _main(argv: list[str]) -> int:
         return _module_command(args, overrides)
     config = _config(args.config, overrides)
     if args.command == "train":
-        from mmjax.distributed import initialize
-        from mmjax.train import train
+        from mmjax.parallel.distributed import initialize
+        from mmjax.train.loop import train
 
         try:
             initialize(args.coordinator, args.num_processes, args.process_id)
@@ -235,7 +238,7 @@ def _main(argv: list[str]) -> int:
             print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items())))
         return 0
     if args.command == "info":
-        from mmjax.info import print_info
+        from mmjax.cli.info import print_info
 
         print_info(config)
         return 0

@@ -1,7 +1,7 @@
 """The train loop's bookkeeping of bad steps and bad records, and their policies.
 
 - ``config.train.nonfinite``: a step whose loss or gradients are not finite keeps the
-  old state inside the jitted step (``mmjax.train.make_train_step``) and reports
+  old state inside the jitted step (``mmjax.train.loop.make_train_step``) and reports
   ``nonfinite = 1``. ``'skip_step'`` goes on and counts it (``nonfinite_skips`` in the
   log row: skipped steps since the previous row); ``'stop'`` stops the run at that step,
   before any later checkpoint is written, so the last checkpoint is a good state.

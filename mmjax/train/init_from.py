@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.checkpoint import latest_step_dir, read_state
-from mmjax.param_rules import ParamPlan, flat_params, merge_params, unflat_params
+from mmjax.optim.param_rules import ParamPlan, flat_params, merge_params, unflat_params
+from mmjax.train.checkpoint import latest_step_dir, read_state
 
 
 def load_checkpoint_params(path: str | Path) -> dict[str, np.ndarray]:
