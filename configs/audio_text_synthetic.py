@@ -10,21 +10,30 @@ training. Eval is recall@K over the 36 distinct captions of the held-out split (
 high buzzy beeps": 4 counts x 3 pitches x 3 timbres; chance R@1 = 1/36).
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
 VOCAB = 64  # the 'generated' tokenizer's tokens
 
 
+def tiny(c: ml_collections.ConfigDict) -> None:
+    c.model.embed_dim = 32
+    c.model.image.update(base.TINY, max_frames=32)
+    c.model.text.update(base.TINY)
+    c.data.audio.update(hop=256, max_frames=32)
+    c.data.update(train_records=2_000, eval_records=16)
+    c.optim.update(lr=5e-3, warmup_steps=2)
+    c.train.update(steps=6, batch_size=8, eval_batch_size=16, log_every=3, eval_every=6)
+    c.train.checkpoint_every = 6
+
+
+VARIANTS = {"tiny": tiny}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variants = set((arg or "").split(",")) - {""}
-    if variants - {"tiny"}:
-        raise ValueError(f"audio_text_synthetic: unknown variants {sorted(variants)}; known: tiny")
-    c, _ = load_with_options(BASE, "", {}, "audio_text_synthetic")
+    c = base.two_tower()
     c.task.zeroshot = {}
     c.model.image = dict(
         kind="audio",
@@ -43,27 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.text.update(vocab_size=VOCAB, width=96, depth=1, num_heads=4, mlp_dim=384)
     c.data.source = "generated:sounds"
     c.data.tokenizer = "generated"
-    # the log-mel front end (mmjax/data/audio.py); num_mels / max_frames as the model's
-    c.data.audio = dict(
-        sample_rate=8000,
-        n_fft=256,
-        hop=128,
-        num_mels=32,
-        max_frames=64,
-        spec_augment=dict(time_masks=2, time_width=4, freq_masks=1, freq_width=3),
-    )
+    spec_augment = dict(time_masks=2, time_width=4, freq_masks=1, freq_width=3)
+    base.audio_data(c, max_frames=64, spec_augment=spec_augment)  # SpecAugment: training only
     c.data.eval_records = 36
-    c.optim.lr = 2e-3
-    c.optim.warmup_steps = 50
     c.train.update(steps=400, batch_size=64, eval_batch_size=36, eval_every=200)
     c.train.update(log_every=25, checkpoint_every=400)
-    if "tiny" in variants:
-        c.model.embed_dim = 32
-        c.model.image.update(max_frames=32, width=32, depth=1, num_heads=2, mlp_dim=64)
-        c.model.text.update(width=32, depth=1, num_heads=2, mlp_dim=64)
-        c.data.audio.update(hop=256, max_frames=32)
-        c.data.update(train_records=2_000, eval_records=16)
-        c.optim.update(lr=5e-3, warmup_steps=2)
-        c.train.update(steps=6, batch_size=8, eval_batch_size=16, log_every=3, eval_every=6)
-        c.train.checkpoint_every = 6
-    return c
+    return Variants(arg, __file__, VARIANTS).apply(c)

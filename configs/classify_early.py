@@ -10,18 +10,16 @@ VQA as in ``vqa_cross_attention.py`` (``eval/vqa_acc``); matching as in
 ``classify_late_gated.py`` (random negatives, ``eval/acc``, chance 0.5).
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+VARIANTS = {"match": base.match, "tiny": base.fused_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, arg, {}, "classify_early")  # 'match' is BASE's variant
+    c = base.fused()
     c.model.fusion.kind = "early"
-    if "tiny" not in (arg or "").split(","):  # VQA plateaus by step 250 here (0.60 -> 0.63)
-        c.train.update(steps=500, eval_every=250)
-    return c
+    c.train.update(steps=500, eval_every=250)  # VQA plateaus by step 250 here (0.60 -> 0.63)
+    return Variants(arg, __file__, VARIANTS).apply(c)

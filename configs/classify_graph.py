@@ -15,19 +15,17 @@ much faster, while answering a question is an AND of question type and image att
 The learned adjacency is ``fuse(...)['adjacency']``.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+VARIANTS = {"match": base.match, "tiny": base.fused_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, arg, {}, "classify_graph")  # 'match' is BASE's variant
-    if c.task.target == "vqa" and "tiny" not in (arg or "").split(","):
-        c.train.update(steps=500, eval_every=250)
+    c = base.fused()
+    c.train.update(steps=500, eval_every=250)
     c.model.fusion = dict(
         kind="graph",
         width=c.model.fusion.width,
@@ -35,4 +33,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         adjacency="learned",
         clusters_per_modality=2,
     )
-    return c
+    return Variants(arg, __file__, VARIANTS).apply(c)

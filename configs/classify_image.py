@@ -13,23 +13,23 @@ Eval: ``eval/acc`` on the held-out split (576 images, every combination once; ch
 ``model.text``.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+
+def frozen(c: ml_collections.ConfigDict) -> None:
+    # Frozen = not computed: no gradients or optimizer state for image/ (param_rules).
+    c.optim.rules = [("image/.*", None), (".*", {})]
+
+
+VARIANTS = {"tiny": base.fused_tiny, "frozen": frozen}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variants = (arg or "").split(",")
-    base_arg = ",".join(a for a in variants if a and a != "frozen")
-    c, _ = load_with_options(BASE, base_arg, {}, "classify_image")
+    c = base.fused()
     c.task.update(target="label", label_field="shape", num_classes=4)
     c.model.text = None
     c.model.fusion = None
-    if "frozen" in variants:
-        # Frozen = not computed: no gradients or optimizer state for image/ (param_rules).
-        c.optim.rules = [("image/.*", None), (".*", {})]
-    return c
+    return Variants(arg, __file__, VARIANTS).apply(c)

@@ -11,18 +11,16 @@ budget (measured: eval/acc 0.507 after 500 steps), like graph fusion: both mix t
 modalities additively, while the GMU and tensor fusion have multiplicative terms.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+VARIANTS = {"match": base.match, "tiny": base.fused_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, arg, {}, "classify_late_concat")  # 'match': BASE's variant
+    c = base.fused()
     c.model.fusion = dict(kind="late_concat", width=c.model.fusion.width)
-    if "tiny" not in (arg or "").split(","):
-        c.train.update(steps=500, eval_every=250)
-    return c
+    c.train.update(steps=500, eval_every=250)
+    return Variants(arg, __file__, VARIANTS).apply(c)

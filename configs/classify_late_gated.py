@@ -11,16 +11,16 @@ Eval: ``eval/acc`` on the held-out split (chance 0.5). Built on ``vqa_cross_atte
 (same encoders and training setup).
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+VARIANTS = {"tiny": base.fused_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, ",".join(["match", arg or ""]), {}, "classify_late_gated")
+    c = base.fused()
+    base.match(c)
     c.model.fusion = dict(kind="gated", width=c.model.fusion.width)
-    return c
+    return Variants(arg, __file__, VARIANTS).apply(c)

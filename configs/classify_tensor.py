@@ -11,22 +11,21 @@ Task as in ``classify_late_gated.py`` (random negatives, ``eval/acc``, chance 0.
 ``(hidden + 1) ** 2`` features.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+
+def full(c: ml_collections.ConfigDict) -> None:
+    c.model.fusion = dict(kind="tensor", width=c.model.fusion.width, hidden=24)
+
+
+VARIANTS = {"full": full, "tiny": base.fused_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    full = "full" in (arg or "").split(",")
-    base_arg = ",".join(["match", *(a for a in (arg or "").split(",") if a and a != "full")])
-    c, _ = load_with_options(BASE, base_arg, {}, "classify_tensor")
-    width = c.model.fusion.width
-    if full:
-        c.model.fusion = dict(kind="tensor", width=width, hidden=24)
-    else:
-        c.model.fusion = dict(kind="tensor_lowrank", width=width, hidden=64, rank=8)
-    return c
+    c = base.fused()
+    base.match(c)
+    c.model.fusion = dict(kind="tensor_lowrank", width=c.model.fusion.width, hidden=64, rank=8)
+    return Variants(arg, __file__, VARIANTS).apply(c)

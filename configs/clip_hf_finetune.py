@@ -17,20 +17,22 @@ from pathlib import Path
 
 import ml_collections
 
-from mmjax.config import load_config
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
 SYNTHETIC_EOS, SYNTHETIC_VOCAB, SYNTHETIC_CONTEXT = 3, 39, 12
 
 
+VARIANTS: dict = {}  # the argument is the directory alone
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    if not arg:
-        raise ValueError("clip_hf_finetune needs the HF model directory: clip_hf_finetune.py:DIR")
     from mmjax import hf
 
-    directory = Path(arg).expanduser().absolute()
+    variants = Variants(arg, __file__, VARIANTS, first="DIR")  # DIR: the HF model directory
+    directory = Path(variants.first).expanduser().absolute()
     hf_config = hf.read_config(directory)
-    c = load_config(BASE)
+    c = base.two_tower()
     c.model = hf.model_config(hf_config)
     c.task.loss = "sigmoid" if c.model.logit_bias_init is not None else "softmax"
     c.init_from = f"hf:{directory}"
@@ -42,7 +44,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.data.normalization = str(directory)
         c.data.image_size = max(64, image_size)  # synthetic images drawn at this size
     else:
-        c.data.image_processor = ""
         c.data.image_size = image_size
     if (directory / "tokenizer.json").is_file():
         c.data.tokenizer = str(directory)

@@ -13,11 +13,10 @@ the parameter counts against the peers. Data, optimizer and train sections are t
 synthetic default's (``configs/clip_synthetic.py``), with images at the model's size.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_config
+from mmjax import config_base as base
+from mmjax.config import Variants
 
 ARCHS = {
     # image: size, patch, width, depth, heads; text: context, vocab, width, depth, heads; embed
@@ -27,15 +26,20 @@ ARCHS = {
 }
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variants = set((arg or "").split(",")) - {""}
-    sizes = variants & {"small", "tiny"}
-    unknown = variants - {"small", "tiny"}
-    if unknown or len(sizes) > 1:
-        raise ValueError(f"clip_vit_b32: bad variants {sorted(variants)}; known: small | tiny")
-    arch = ARCHS[next(iter(sizes), "b32")]
+def tiny(c: ml_collections.ConfigDict) -> None:
+    """Seconds-long data and schedule (the base's lr and checkpoint interval)."""
+    c.data.update(train_records=2_000, eval_records=32)
+    c.optim.warmup_steps = 2
+    c.train.update(steps=20, batch_size=16, eval_batch_size=16, log_every=5, eval_every=10)
 
-    c = load_config(Path(__file__).with_name("clip_synthetic.py"))
+
+VARIANTS = {"small": None, "tiny": tiny}  # one of them (default: B/32)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    variants = Variants(arg, __file__, VARIANTS, exclusive=[VARIANTS])
+    arch = ARCHS[next(iter(variants.names), "b32")]
+    c = base.two_tower()
     size, patch, width, depth, heads = arch["image"]
     context, vocab, t_width, t_depth, t_heads = arch["text"]
     c.model.embed_dim = arch["embed"]
@@ -62,9 +66,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         mlp_dim=4 * t_width,
     )
     c.data.image_size = size
-    if "tiny" in variants:
-        c.data.train_records = 2_000
-        c.data.eval_records = 32
-        c.optim.warmup_steps = 2
-        c.train.update(steps=20, batch_size=16, eval_batch_size=16, log_every=5, eval_every=10)
-    return c
+    return variants.apply(c)

@@ -9,13 +9,12 @@
 temperature; everything else is frozen (no gradient, no optimizer state).
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
+VARIANTS = {"siglip": base.siglip, "tiny": base.two_tower_tiny}
 HEADS = "image/(ln_post|map)/.*|text/(ln_final|pooler)/.*|(image|text)_proj/.*|logit_(scale|bias)"
 
 
@@ -25,8 +24,9 @@ def last_layers(depth: int, k: int) -> str:
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, options = load_with_options(BASE, arg, {"k": 1}, "finetune_last_layers")
-    k = options["k"]
+    variants = Variants(arg, __file__, VARIANTS, options={"k": 1})
+    c = variants.apply(base.two_tower())
+    k = variants["k"]
     image, text = last_layers(c.model.image.depth, k), last_layers(c.model.text.depth, k)
     c.optim.rules = [
         (f"image/encoder/layer_({image})/.*", {}),

@@ -9,18 +9,18 @@ the embeddings at ``lr * llrd**(L + 1)`` and the heads (final norm, projections,
 temperature) at ``lr``.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
+VARIANTS = {"siglip": base.siglip, "tiny": base.two_tower_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, options = load_with_options(BASE, arg, {"llrd": 0.75}, "finetune_llrd")
-    c.optim.llrd = options["llrd"]
+    variants = Variants(arg, __file__, VARIANTS, options={"llrd": 0.75})
+    c = variants.apply(base.two_tower())
+    c.optim.llrd = variants["llrd"]
     c.optim.lr = c.optim.lr / 2
     c.optim.ema_decay = 0.99
     c.init_from = ""  # the run to fine-tune, e.g. runs/default

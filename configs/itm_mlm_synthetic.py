@@ -14,18 +14,22 @@ with the next record's caption; chance 0.5), ``mlm_acc`` on captions masked with
 seed, next to ``mlm_majority_acc`` (always answering the most frequent masked word).
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
+
+def tiny(c: ml_collections.ConfigDict) -> None:
+    base.two_tower_tiny(c)
+    c.model.fusion.update(base.TINY)
+
+
+VARIANTS = {"tiny": tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, arg, {}, "itm_mlm_synthetic")
-    tiny = "tiny" in (arg or "").split(",")
+    c = base.two_tower()
     c.task = dict(
         name="itm_mlm",
         weights=dict(itc=1.0, itm=1.0, mlm=1.0),  # total = sum of weight * loss
@@ -34,12 +38,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         special_tokens=("[PAD]", "[UNK]", "[BOS]", "[EOS]"),  # never masked
         eval_mask_seed=0,  # fixed masks for eval/mlm_acc
     )
-    c.model.embed_dim = 128
     c.model.image.norm_tokens = True  # the fusion attends to normalized patch tokens
     c.model.text = dict(
         kind="bert",
-        vocab_size=40,  # the shipped synthetic tokenizer has 39 tokens
-        context_length=12,
+        vocab_size=base.VOCAB,
+        context_length=base.CONTEXT,
         width=128,
         depth=2,
         num_heads=4,
@@ -51,10 +54,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.fusion = dict(kind="cross_attention", width=128, depth=2, num_heads=4, mlp_dim=512)
     c.train.update(steps=800, batch_size=64, eval_batch_size=128, eval_every=400)
     c.train.checkpoint_every = 400
-    if tiny:
-        c.model.embed_dim = 32
-        c.model.text.update(width=32, depth=1, num_heads=2, mlp_dim=64)
-        c.model.fusion.update(width=32, depth=1, num_heads=2, mlp_dim=64)
-        c.train.update(steps=20, batch_size=16, eval_batch_size=16, eval_every=10)
-        c.train.checkpoint_every = 10
-    return c
+    return Variants(arg, __file__, VARIANTS).apply(c)

@@ -13,13 +13,12 @@ transformers does; N a multiple of the patch size). The image tower is frozen (n
 gradient, no optimizer state); the image projection, text tower and temperature train.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_config
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
+VARIANTS = {"tiny": base.two_tower_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -27,17 +26,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     from mmjax.hf.config_vision import image_config
     from mmjax.hf.hub import resolve
 
-    source, *variants = (arg or "").split(",")
-    if not source:
-        raise ValueError("lit_dinov2: give the checkpoint, e.g. configs/lit_dinov2.py:DIR")
-    res = [v for v in variants if v.startswith("res=")]
-    unknown = set(variants) - {"tiny", *res}
-    if unknown:
-        raise ValueError(f"lit_dinov2: unknown variants {sorted(unknown)}; known: tiny, res=N")
-    c = load_config(f"{BASE}:tiny" if "tiny" in variants else BASE)
+    variants = Variants(arg, __file__, VARIANTS, options={"res": 0}, first="DIR_OR_HUB_ID")
+    source = variants.first
+    c = variants.apply(base.two_tower())
     hf_config = read_config(resolve(source))
     c.model.image = image_config(hf_config)
-    c.data.image_size = int(res[-1][4:]) if res else c.model.image.image_size
+    c.data.image_size = variants["res"] or c.model.image.image_size  # res=0: the checkpoint's
     # the checkpoint's image processor: ImageNet mean / std for DINOv2, 0.5 / 0.5 for BEiT
     c.data.normalization = "siglip" if hf_config.get("model_type") == "beit" else "imagenet"
     c.optim.rules = [

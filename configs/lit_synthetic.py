@@ -11,17 +11,16 @@ backward pass. The text tower, its projection and the temperature are freshly
 initialized (``init_from_dont_load``) and trained.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_config
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "clip_synthetic.py"
+VARIANTS = {"siglip": base.siglip, "tiny": base.two_tower_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = load_config(f"{BASE}:{arg}" if arg else BASE)
+    c = Variants(arg, __file__, VARIANTS).apply(base.two_tower())
     c.optim.rules = [
         ("image/.*|image_proj/.*", None),  # locked image tower
         (".*", {}),  # text tower, text projection, temperature

@@ -15,12 +15,10 @@ The data source is the synthetic one at 224 px (so compiling needs no data); poi
 compile reports.
 """
 
-import math
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_config
+from mmjax import config_base as base
+from mmjax.config import ConfigError, Variants
 
 BATCH = 32_768
 # image: size, patch, width, depth, heads, mlp, pool; text: context, vocab, width, depth,
@@ -60,18 +58,20 @@ SETTINGS = {
 SLICES = sorted({s for _, s in SETTINGS})
 
 
+VARIANTS = dict.fromkeys([*ARCHS, *SLICES])  # one MODEL and one SLICE
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    parts = [p for p in (arg or "clip_b16,v5e-256").split(",") if p]
-    if len(parts) != 2 or parts[0] not in ARCHS or parts[1] not in SLICES:
-        raise ValueError(
-            f"configs/pod.py: want MODEL,SLICE, got {arg!r}; MODEL: {sorted(ARCHS)}, "
-            f"SLICE: {SLICES}"
+    variants = Variants(arg or "clip_b16,v5e-256", __file__, VARIANTS, exclusive=[ARCHS, SLICES])
+    if len(variants.names) != 2:
+        raise ConfigError(
+            f"config {__file__}: want MODEL,SLICE, got {arg!r}; MODEL: {', '.join(ARCHS)}, "
+            f"SLICE: {', '.join(SLICES)}"
         )
-    name, slice_name = parts
+    name, slice_name = variants.names
     arch, settings = ARCHS[name], SETTINGS[(name, slice_name)]
     coca = name == "coca_base"
-    base = "caption_coca.py" if coca else "clip_synthetic.py"
-    c = load_config(Path(__file__).with_name(base))
+    c = base.caption() if coca else base.two_tower()
     size, patch, width, depth, heads, mlp, pool = arch["image"]
     context, vocab, t_width, t_depth, t_heads, t_mlp = arch["text"]
     c.model.update(dtype="bfloat16", scan_layers=True, remat=settings["remat"])
@@ -90,9 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     else:
         c.model.text.eos_id = vocab - 1  # CLIP's end-of-text is the last id
     if name.startswith("siglip"):
-        c.task.loss = "sigmoid"
-        c.model.logit_scale_init = math.log(10.0)
-        c.model.logit_bias_init = -10.0
+        base.siglip(c)  # sigmoid loss, bias -10 (and the base's scale, log 10)
         c.model.text.update(pool="last", act="gelu")
     c.data.image_size = size
     c.mesh.update(data=1, fsdp=settings["fsdp"], tensor=1)

@@ -14,11 +14,11 @@ texts padded to the context length (64, what transformers' SigLIP pipeline pads 
 """
 
 import math
-from pathlib import Path
 
 import ml_collections
 
-from mmjax.config import load_config
+from mmjax import config_base as base
+from mmjax.config import Variants
 from mmjax.hf.config_map import model_config
 
 ARCHS = {
@@ -56,21 +56,19 @@ def _hf_config(arch: dict) -> dict:
     )
 
 
+VARIANTS = {"tiny": base.two_tower_tiny}
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    variants = set((arg or "").split(",")) - {""}
-    if variants - {"tiny"}:
-        raise ValueError(f"siglip_b16: bad variants {sorted(variants)}; known: tiny")
-    arch = ARCHS["tiny" if "tiny" in variants else "b16"]
-    # data / optim / train: the synthetic default's (its tiny variant's for tiny)
-    base = "clip_synthetic.py:siglip" + (",tiny" if "tiny" in variants else "")
-    c = load_config(Path(__file__).with_name(base))
-    c.model = model_config(_hf_config(arch))
+    variants = Variants(arg, __file__, VARIANTS)
+    c = variants.apply(base.two_tower())  # data / optim / train: tiny's for tiny
+    base.siglip(c)
+    c.model = model_config(_hf_config(ARCHS["tiny" if "tiny" in variants else "b16"]))
     c.model.remat = "none"
     c.model.scan_layers = False
     c.model.logit_scale_init = math.log(10.0)
     c.model.logit_bias_init = -10.0
     for tower in (c.model.image, c.model.text):
         tower.dropout_rate = 0.0
-    c.task.loss = "sigmoid"
     c.data.image_size = c.model.image.image_size
     return c

@@ -10,18 +10,16 @@ The task, encoders and training of ``vqa_cross_attention.py`` (``eval/vqa_acc``)
 ``fusion.kind='co_attention'`` (about twice the fusion parameters), for 500 steps.
 """
 
-from pathlib import Path
-
 import ml_collections
 
-from mmjax.config import load_with_options
+from mmjax import config_base as base
+from mmjax.config import Variants
 
-BASE = Path(__file__).resolve().parent / "vqa_cross_attention.py"
+VARIANTS = {"match": base.match, "tiny": base.fused_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c, _ = load_with_options(BASE, arg, {}, "vqa_co_attention")  # 'match' is BASE's variant
+    c = base.fused()
     c.model.fusion.kind = "co_attention"
-    if "tiny" not in (arg or "").split(","):
-        c.train.update(steps=500, eval_every=250)
-    return c
+    c.train.update(steps=500, eval_every=250)
+    return Variants(arg, __file__, VARIANTS).apply(c)

@@ -26,7 +26,10 @@ def test_default_config_has_the_documented_keys():
 def test_variants():
     assert config_lib.load_config(f"{CONFIG}:siglip").task.loss == "sigmoid"
     assert config_lib.load_config(f"{CONFIG}:tiny").model.image.width == 32
-    with pytest.raises(config_lib.ConfigError, match="unknown variants"):
+    with pytest.raises(
+        config_lib.ConfigError,
+        match="clip_synthetic.py: unknown variant .nope.; known: siglip, tiny",
+    ):
         config_lib.load_config(f"{CONFIG}:nope")
 
 
