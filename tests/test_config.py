@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
+from pathlib import Path
+from typing import Any
+
+import ml_collections
 import pytest
 
 from mmjax import config as config_lib
+from mmjax import config_base
 from mmjax.cli.app import main
 from tests.conftest import CONFIG, REPO
 
@@ -89,6 +96,162 @@ def test_cli_info(capsys):
 
 
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
+HF = REPO / "tests" / "fixtures" / "hf"
+
+
+def known_variants(name: str) -> dict:
+    """The ``VARIANTS`` a config file declares (name -> function)."""
+    spec = importlib.util.spec_from_file_location(
+        f"variants_of_{name[:-3]}", REPO / "configs" / name
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.VARIANTS
+
+
+@pytest.fixture(scope="module")
+def dinov2_dir(tmp_path_factory):
+    """A random DINOv2 checkpoint for ``lit_dinov2.py:DIR``."""
+    from tests.hf_reference import write_random_checkpoint
+
+    directory = tmp_path_factory.mktemp("dinov2")
+    vision = dict(image_size=24, patch_size=8, hidden_size=16, num_hidden_layers=2)
+    config = dict(vision, num_attention_heads=4, mlp_ratio=2, use_swiglu_ffn=True)
+    write_random_checkpoint(directory, "Dinov2Model", "Dinov2Config", config)
+    return directory
+
+
+def every_arg(name: str, dinov2_dir: Path) -> list[str]:
+    """``ARG`` strings covering every variant of ``name``: none, each alone, each with
+    ``tiny``; pod.py takes exactly one MODEL and one SLICE; the HF configs a directory."""
+    variants = known_variants(name)
+    if name == "pod.py":
+        models = [v for v in variants if not v.startswith("v")]
+        return [f"{m},{s}" for m in models for s in variants if s.startswith("v")]
+    args = ["", *variants, *(f"{v},tiny" for v in variants if "tiny" in variants and v != "tiny")]
+    first = {"clip_hf_finetune.py": HF / "clip-pt", "lit_dinov2.py": dinov2_dir}.get(name)
+    return [",".join(filter(None, (str(first or ""), a))) for a in args]
+
+
+def load_every_variant(name: str, dinov2_dir: Path) -> dict[str, ml_collections.ConfigDict]:
+    configs = {}
+    for arg in every_arg(name, dinov2_dir):
+        try:
+            configs[arg] = config_lib.load_config(f"{REPO / 'configs' / name}:{arg}".rstrip(":"))
+        except config_lib.ConfigError as e:
+            assert "at most one of" in str(e), (name, arg, e)  # exclusive variants only
+    return configs
+
+
+def reference_table() -> str:
+    """The README's "Config reference" section."""
+    text = (REPO / "README.md").read_text()
+    return text.split("\n## Config reference\n", 1)[1].split("\n## ", 1)[0]
+
+
+def documented_keys() -> set[str]:
+    """Every dotted key named in the first column of the reference table."""
+    keys = set()
+    for line in reference_table().splitlines():
+        if line.startswith("| `"):
+            keys.update(re.findall(r"`([a-z_]+(?:\.[a-z_]+)*)(?:\.\*)?`", line.split(" | ")[0]))
+    return keys
+
+
+def dotted(config: Any, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in config.items():
+        out.add(prefix + key)
+        if isinstance(value, (dict, ml_collections.ConfigDict)):
+            out |= dotted(value, f"{prefix}{key}.")
+    return out
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_variant_has_every_base_data_key_and_the_readme_documents_them(name, dinov2_dir):
+    base_keys = set(config_base.data())
+    documented = documented_keys()
+    configs = load_every_variant(name, dinov2_dir)
+    assert configs, name
+    for arg, config in configs.items():
+        keys = set(config.data)
+        assert base_keys <= keys, (name, arg, sorted(base_keys - keys))  # no config drifts
+        missing = sorted(k for k in keys if f"data.{k}" not in documented)
+        assert not missing, f"{name}:{arg}: data keys not in the README table: {missing}"
+
+
+def test_every_documented_key_exists_in_its_base():
+    """A row of the reference table names a key of the base (data / optim / train / mesh:
+    the shared sections; model / task: the two-tower base), or of the video / audio data."""
+    c = config_base.two_tower()
+    config_base.video_data(c, num_frames=8)
+    config_base.audio_data(c, max_frames=64)
+    have = dotted(c)
+    missing = sorted(k for k in documented_keys() if k not in have)
+    assert not missing, f"README config reference names keys no base has: {missing}"
+
+
+def write_config(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "mine.py"
+    path.write_text(
+        "from mmjax import config_base as base\nfrom mmjax.config import Variants\n"
+        "def big(c):\n    c.train.steps = 2 * c.train.steps\n"
+        f"{body}"
+    )
+    return path
+
+
+def test_variants_apply_in_the_files_order_and_take_options(tmp_path):
+    path = write_config(
+        tmp_path,
+        "VARIANTS = {'tiny': base.two_tower_tiny, 'big': big}\n"
+        "def get_config(arg=None):\n"
+        "    v = Variants(arg, __file__, VARIANTS, options={'lr': 0.1, 'name': ''})\n"
+        "    c = v.apply(base.two_tower())\n"
+        "    c.optim.lr = v['lr']\n"
+        "    return c\n",
+    )
+    a = config_lib.load_config(f"{path}:big,tiny")
+    b = config_lib.load_config(f"{path}:tiny,big,lr=1")
+    assert a.train.steps == b.train.steps == 40  # tiny (20), then big: the file's order
+    assert (a.optim.lr, b.optim.lr) == (0.1, 1.0) and isinstance(b.optim.lr, float)
+    with pytest.raises(
+        config_lib.ConfigError, match=r"mine\.py: unknown variant 'huge'; known: tiny, big"
+    ):
+        config_lib.load_config(f"{path}:tiny,huge")
+    with pytest.raises(
+        config_lib.ConfigError, match=r"mine\.py: unknown option 'k'; known: lr, name"
+    ):
+        config_lib.load_config(f"{path}:k=2")
+    with pytest.raises(config_lib.ConfigError, match=r"mine\.py: option lr: cannot parse 'x'"):
+        config_lib.load_config(f"{path}:lr=x")
+
+
+def test_exclusive_variants_and_a_leading_argument(tmp_path):
+    path = write_config(
+        tmp_path,
+        "VARIANTS = {'tiny': base.two_tower_tiny, 'big': big}\n"
+        "def get_config(arg=None):\n"
+        "    v = Variants(arg, __file__, VARIANTS, exclusive=[VARIANTS], first='DIR')\n"
+        "    c = v.apply(base.two_tower())\n"
+        "    c.init_from = v.first\n"
+        "    return c\n",
+    )
+    assert config_lib.load_config(f"{path}:/some/dir,tiny").init_from == "/some/dir"
+    with pytest.raises(config_lib.ConfigError, match="at most one of tiny, big"):
+        config_lib.load_config(f"{path}:/d,tiny,big")
+    with pytest.raises(config_lib.ConfigError, match="give DIR first"):
+        config_lib.load_config(f"{path}:tiny")
+
+
+def test_cli_names_the_file_and_the_known_variants(capsys):
+    assert (
+        main(["info", "--config", f"{REPO / 'configs' / 'caption_coca.py'}:tiny,captionning"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert "caption_coca.py: unknown variant 'captionning'; known: captioning_only, tiny" in err
+
+
 NEEDS_ARG = {"clip_hf_finetune.py", "lit_dinov2.py"}  # take a Hugging Face model directory
 
 
@@ -100,7 +263,7 @@ def test_every_shipped_config_builds_its_task(name):
 
     from mmjax.tasks import build_task
 
-    variants = [""] + (["tiny"] if "tiny" in (REPO / "configs" / name).read_text() else [])
+    variants = [""] + (["tiny"] if "tiny" in known_variants(name) else [])
     for variant in variants:
         config = config_lib.load_config(f"{REPO / 'configs' / name}:{variant}".rstrip(":"))
         shapes = jax.eval_shape(build_task(config).init, jax.random.PRNGKey(0))
