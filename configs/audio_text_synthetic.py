@@ -19,6 +19,7 @@ VOCAB = 64  # the 'generated' tokenizer's tokens
 
 
 def tiny(c: ml_collections.ConfigDict) -> None:
+    """Up to 32 frames (hop 256), towers of width 32; 6 steps."""
     c.model.embed_dim = 32
     c.model.image.update(base.TINY, max_frames=32)
     c.model.text.update(base.TINY)

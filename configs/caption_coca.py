@@ -20,6 +20,7 @@ from mmjax.config import Variants
 
 
 def captioning_only(c: ml_collections.ConfigDict) -> None:
+    """No contrastive loss: no projections, no retrieval eval."""
     c.task.contrastive_weight = 0.0
 
 

@@ -20,6 +20,7 @@ from mmjax.config import Variants
 
 
 def frozen(c: ml_collections.ConfigDict) -> None:
+    """Only the head trains; the image encoder is frozen (set init_from to a run)."""
     # Frozen = not computed: no gradients or optimizer state for image/ (param_rules).
     c.optim.rules = [("image/.*", None), (".*", {})]
 

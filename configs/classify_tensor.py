@@ -18,6 +18,7 @@ from mmjax.config import Variants
 
 
 def full(c: ml_collections.ConfigDict) -> None:
+    """The full outer-product Tensor Fusion Network instead of the low-rank one."""
     c.model.fusion = dict(kind="tensor", width=c.model.fusion.width, hidden=24)
 
 

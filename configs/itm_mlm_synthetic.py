@@ -21,6 +21,7 @@ from mmjax.config import Variants
 
 
 def tiny(c: ml_collections.ConfigDict) -> None:
+    """The two-tower tiny, and a fusion of width 32."""
     base.two_tower_tiny(c)
     c.model.fusion.update(base.TINY)
 

@@ -22,14 +22,17 @@ VOCAB = 64  # the 'generated' tokenizer's tokens
 
 
 def factorised(c: ml_collections.ConfigDict) -> None:
+    """Spatial attention within frames, then temporal across them."""
     c.model.image.attention = "factorised"
 
 
 def middle_frame(c: ml_collections.ConfigDict) -> None:
+    """The no-motion control: every clip shows its middle frame 8 times."""
     c.data.video_frames = "middle_frame"
 
 
 def tiny(c: ml_collections.ConfigDict) -> None:
+    """4 frames of 16 px, towers of width 32; 6 steps."""
     c.model.embed_dim = 32
     base.video_tiny(c, c.model.image)
 
