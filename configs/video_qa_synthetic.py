@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = base.fused()
     # answers: a list of strings where the base has '' (a file name): set as a new dict
     c.task = dict(c.task, vqa_loss="softmax", answers=list(DIRECTIONS), head_hidden=128)
-    c.task.label_field = "label"  # not synthetic: the code's default for a record field
+    del c.task["label_field"], c.task["num_classes"]  # 'label' targets on the synthetic shapes
     c.model.image = None
     c.model.features = dict(video=base.vivit())
     c.model.text.vocab_size = VOCAB

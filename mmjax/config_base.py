@@ -20,7 +20,9 @@ checks; the video and audio front ends add their own ``data`` keys (``video_data
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import ml_collections
 
@@ -377,3 +379,35 @@ def video_tiny(c: ml_collections.ConfigDict, video: ml_collections.ConfigDict) -
     c.optim.update(lr=5e-3, warmup_steps=2)
     c.train.update(steps=6, batch_size=8, eval_batch_size=16, log_every=3, eval_every=6)
     c.train.checkpoint_every = 6
+
+
+# Keys some shipped configs lacked before they were built on these bases; the code read each
+# missing one as the value the base now gives it. A checkpoint saved without them resumes
+# without a config change (mmjax/train/resume_check.py) when they hold that value.
+ADDED_KEYS = (
+    *(f"data.{k}" for k in ("image_processor", "max_image_pixels", "allow_outside_root")),
+    *(f"data.{k}" for k in ("eval_source", "train_split", "eval_split", "tfds_data_dir")),
+    *(f"data.{k}" for k in ("tfds_download", "caption_template", "shuffle_buffer", "hflip")),
+    *(f"data.{k}" for k in ("train_transform", "eval_transform", "crop_scale", "crop_ratio")),
+    *(f"data.fields.{k}" for k in ("image", "caption", "label")),
+    "data.num_workers",
+    "evals",
+    *(f"train.{k}" for k in ("writers", "wandb_project", "dump_predictions")),
+    *(f"task.{k}" for k in ("vqa_loss", "answers", "negative_rate", "negatives")),
+)
+
+
+def added_key_defaults() -> dict[str, Any]:
+    """``{key: base value}`` of ``ADDED_KEYS``, as a config's JSON holds them."""
+    flat: dict[str, Any] = {}
+
+    def walk(tree: Any, prefix: str) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = value
+
+    for config in (fused(), two_tower()):  # the data / train keys: two_tower's
+        walk(json.loads(json.dumps(config.to_dict(), default=str)), "")
+    return {key: flat[key] for key in ADDED_KEYS}

@@ -268,3 +268,19 @@ def test_every_shipped_config_builds_its_task(name):
         config = config_lib.load_config(f"{REPO / 'configs' / name}:{variant}".rstrip(":"))
         shapes = jax.eval_shape(build_task(config).init, jax.random.PRNGKey(0))
         assert jax.tree.leaves(shapes), name
+
+
+def test_a_run_saved_before_keys_joined_the_bases_resumes_unchanged():
+    """A checkpoint's config that lacks the keys ``config_base.ADDED_KEYS`` names (configs
+    saved before the bases) is no change when they hold the base's value; another value is."""
+    import json
+
+    from mmjax.train.resume_check import config_changes
+
+    new = json.loads(config_lib.to_json(config_lib.load_config(f"{CONFIG}:tiny")))
+    saved = json.loads(json.dumps(new))
+    del saved["data"]["image_processor"], saved["data"]["fields"], saved["train"]["writers"]
+    assert config_changes(saved, new)[0] == []
+    new["data"]["fields"]["label"] = "my_label"
+    assert config_changes(saved, new)[0] == ["data.fields.label: '<unset>' -> 'my_label'"]
+    assert set(config_base.added_key_defaults()) == set(config_base.ADDED_KEYS)

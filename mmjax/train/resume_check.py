@@ -90,11 +90,14 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 def config_changes(saved: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], list[str]]:
     """``(changes that alter the run, bookkeeping changes)`` as ``'key: old -> new'``."""
+    from mmjax.config_base import added_key_defaults
+
     old_flat, new_flat = _flat(saved), _flat(new)
+    added = added_key_defaults()  # keys the configs gained later, at what their absence meant
     altering, bookkeeping = [], []
     for key in sorted(set(old_flat) | set(new_flat)):
         old, value = old_flat.get(key, "<unset>"), new_flat.get(key, "<unset>")
-        if old == value:
+        if old == value or (key not in old_flat and key in added and added[key] == value):
             continue
         line = f"{key}: {old!r} -> {value!r}"
         (bookkeeping if key.startswith(BOOKKEEPING) else altering).append(line)
