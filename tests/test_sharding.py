@@ -275,7 +275,7 @@ def test_aot_compile_reports_memory_and_flops(capsys):
 
     f = jax.jit(lambda a, b: a @ b)
     x = np.ones((64, 64), np.float32)
-    compiled = aot_compile(f, x, x, model_cfg=_tiny().model, batch_size=16)
+    compiled = aot_compile(f, x, x, config=_tiny(), batch_size=16)
     np.testing.assert_allclose(compiled(x, x), x @ x)
     out = capsys.readouterr().out
     assert "compiled in" in out and "analytic" in out
