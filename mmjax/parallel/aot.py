@@ -119,7 +119,10 @@ def compile_for_topology(config: Any, topology: Topology, name: str = "") -> dic
         "fits": total <= chip.hbm_bytes,
         "headroom_bytes": chip.hbm_bytes - total,
         "xla_flops_per_chip": flops,
-        "analytic_flops": compile_report.analytic_flops(config.model, batch_size),
+        "analytic_flops": compile_report.analytic_flops(config, batch_size),
+        "analytic_flops_as_xla_counts": compile_report.analytic_flops_as_xla_counts(
+            config, batch_size
+        ),
         "hbm_bytes_accessed_per_chip": hbm_bytes,
         "collectives": coll,
         "roofline": compile_report.roofline(flops, hbm_bytes, coll_bytes, chip),

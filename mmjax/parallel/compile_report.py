@@ -2,8 +2,11 @@
 
 ``aot_compile(jitted, state, batch, ...)`` runs ``jitted.lower(...).compile()`` and (on
 process 0) prints ``memory_analysis()`` (bytes per device: arguments, outputs, temporaries,
-generated code), XLA's ``cost_analysis()`` FLOPs and the analytic FLOPs per step
-(``mmjax.flops``), so a run that does not fit fails at compile time with numbers.
+generated code), XLA's ``cost_analysis()`` FLOPs and the analytic FLOPs per step of the
+config's task (``mmjax.flops``: every encoder, fusion and task kind), so a run that does
+not fit fails at compile time with numbers. With ``model.scan_layers`` XLA counts a
+scanned stack's body once, not once per layer; the report then also gives the analytic
+figure counted that way, the one XLA's should be compared with.
 The returned executable is what the loop calls.
 """
 
@@ -14,7 +17,7 @@ from typing import Any
 
 import jax
 
-from mmjax.flops import two_tower_train_flops
+from mmjax import flops as flops_lib
 
 MEMORY_FIELDS = (
     ("arguments", "argument_size_in_bytes"),
@@ -65,15 +68,29 @@ def xla_flops(compiled: Any) -> float | None:
     return _cost(compiled, "flops")
 
 
-def analytic_flops(model_cfg: Any, batch_size: int) -> int | None:
-    """``flops.two_tower_train_flops`` where the model is a ViT/transformer two-tower."""
+def analytic_flops(config: Any, batch_size: int) -> int | None:
+    """``flops.train_flops`` of ``config``'s task (the real count: every layer), or ``None``
+    where a kind has no formula."""
     try:
-        return two_tower_train_flops(model_cfg, batch_size)
+        return flops_lib.train_flops(config, batch_size)
     except (AttributeError, KeyError, TypeError):
         return None
 
 
-def report(compiled: Any, seconds: float, model_cfg: Any = None, batch_size: int = 0) -> list[str]:
+def analytic_flops_as_xla_counts(config: Any, batch_size: int) -> int | None:
+    """The analytic train FLOPs counted as XLA's ``cost_analysis`` counts them: with
+    ``model.scan_layers`` one layer per scanned stack (XLA does not multiply a while body
+    by its trip count, so its figure is far below the real one); else ``analytic_flops``."""
+    if not config.model.get("scan_layers", False):
+        return analytic_flops(config, batch_size)
+    try:
+        once = flops_lib.Count(loop_once=True)
+        return flops_lib.TRAIN_FACTOR * flops_lib.forward_flops(config, batch_size, once)
+    except (AttributeError, KeyError, TypeError):
+        return None
+
+
+def report(compiled: Any, seconds: float, config: Any = None, batch_size: int = 0) -> list[str]:
     """The printed lines: compile time, memory per device, FLOPs per step."""
     lines = [f"train step compiled in {seconds:.1f}s; memory per device (XLA):"]
     mem = memory_bytes(compiled)
@@ -82,22 +99,28 @@ def report(compiled: Any, seconds: float, model_cfg: Any = None, batch_size: int
     for name, n in mem.items():
         lines.append(f"  {name:<18} {human_bytes(n):>12}")
     flops = xla_flops(compiled)
-    analytic = analytic_flops(model_cfg, batch_size) if model_cfg is not None else None
+    analytic = analytic_flops(config, batch_size) if config is not None else None
     if analytic is not None:
         lines.append(f"FLOPs per step: analytic {analytic / 1e9:.3f} GFLOP (global batch)")
+        as_xla = analytic_flops_as_xla_counts(config, batch_size)
+        if as_xla != analytic and as_xla is not None:
+            lines.append(
+                f"  scan_layers: XLA counts each scanned stack once: {as_xla / 1e9:.3f} GFLOP"
+            )
     if flops is not None:
         lines.append(f"FLOPs per step: XLA cost_analysis {flops / 1e9:.3f} GFLOP (per device)")
     return lines
 
 
 def aot_compile(
-    jitted: Any, *args: Any, model_cfg: Any = None, batch_size: int = 0, verbose: bool = True
+    jitted: Any, *args: Any, config: Any = None, batch_size: int = 0, verbose: bool = True
 ) -> Any:
-    """``jitted.lower(*args).compile()``; prints ``report`` on process 0 when ``verbose``."""
+    """``jitted.lower(*args).compile()``; prints ``report`` (FLOPs of ``config``'s task on
+    ``batch_size`` examples) on process 0 when ``verbose``."""
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     if verbose and jax.process_index() == 0:
-        print("\n".join(report(compiled, time.perf_counter() - t0, model_cfg, batch_size)))
+        print("\n".join(report(compiled, time.perf_counter() - t0, config, batch_size)))
     return compiled
 
 
@@ -156,12 +179,16 @@ def topology_lines(r: dict) -> list[str]:
         f"(headroom {human_bytes(hbm - total)}, {100 * (hbm - total) / hbm:.0f}%)"
     )
     xla, analytic = r["xla_flops_per_chip"], r["analytic_flops"]
+    as_xla = r.get("analytic_flops_as_xla_counts") or analytic
     line = (
         f"FLOPs per step: XLA {_si(xla, 'FLOP')} per chip, {_si(xla * r['num_chips'], 'FLOP')} all"
     )
     if analytic:
-        ratio = xla * r["num_chips"] / analytic
-        line += f"; analytic {_si(analytic, 'FLOP')} (XLA/analytic {ratio:.2f})"
+        ratio = xla * r["num_chips"] / as_xla
+        line += f"; analytic {_si(analytic, 'FLOP')}"
+        if as_xla != analytic:  # scan_layers: XLA counts a scanned stack's body once
+            line += f", {_si(as_xla, 'FLOP')} counting each scanned stack once as XLA does"
+        line += f" (XLA/analytic {ratio:.2f})"
     lines.append(line)
     lines.append("collectives per step (from the compiled HLO, per chip):")
     for kind, c in r["collectives"].items():

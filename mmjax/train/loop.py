@@ -352,7 +352,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             batch = sharding.global_batch(local, mesh)
             if compiled_step is None:  # ahead of time, on the real batch: prints memory/FLOPs
                 compiled_step = aot_compile(
-                    step_fn, state, batch, model_cfg=config.model, batch_size=batch_size
+                    step_fn, state, batch, config=config, batch_size=batch_size
                 )
             state, metrics = compiled_step(state, batch)
             pending.append((step, metrics))
