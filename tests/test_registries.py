@@ -89,3 +89,14 @@ def test_train_the_default_tiny_config_from_a_registered_toy_source(tiny_config,
     assert np.isfinite(result["loss"]) and 0.0 <= result["eval/i2t_r1"] <= 1.0
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3
+
+
+def test_the_task_owns_its_tokenizer_and_checks_it_against_the_model(tiny_config):
+    """The trainer asks the task (``task.tokenizer``): loaded at the text tower's length,
+    and a tokenizer larger than ``model.text.vocab_size`` is a config error naming it."""
+    task = build_task(tiny_config)
+    ids, _ = task.tokenizer(["a red circle"])
+    assert ids.shape == (1, tiny_config.model.text.context_length)
+    tiny_config.model.text.vocab_size = 8  # the shipped synthetic tokenizer has more
+    with pytest.raises(ConfigError, match=r"config.model.text.vocab_size is 8, but tokenizer"):
+        _ = build_task(tiny_config).tokenizer
