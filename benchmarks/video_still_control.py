@@ -23,7 +23,6 @@ import numpy as np
 from mmjax.config import load_with_options
 from mmjax.data.moving_shapes import COMBINATIONS
 from mmjax.data.pipeline import eval_batches
-from mmjax.data.tokenizer import load_tokenizer
 from mmjax.evaluation.evaluate import retrieval_metrics
 from mmjax.optim.param_rules import unflat_params
 from mmjax.tasks import build_task
@@ -47,9 +46,9 @@ def evaluate(config_path: str, workdir: str, frames: str) -> dict[str, float | s
     cfg.data.video_frames = frames
     task = build_task(cfg)
     params = unflat_params(load_checkpoint_params(workdir + "/checkpoints"))
-    tok = load_tokenizer(cfg.data.tokenizer, cfg.model.text.context_length)
-    example = task.make_example(tok, cfg.data, train=False)
-    embed = jax.jit(task.embed)
+    tok = task.tokenizer
+    example = task.make_example(cfg.data, train=False)
+    embed = jax.jit(task.eval_step)
     outs = [
         jax.device_get(embed(params, b))
         for b in eval_batches(cfg.data, tok, cfg.train.eval_batch_size, example=example)

@@ -15,6 +15,7 @@ from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import BadRecord
 from mmjax.evaluation.vqa_metrics import vqa_accuracy, vqa_answer_scores
 from mmjax.tasks.classify import ClassifyExample, ClassifyTask
+from mmjax.tasks.classify_targets import VqaTarget
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,7 +125,7 @@ def _load(spec: str):
 
 
 def _batch(task, config, n: int = 16, split: str = "train") -> dict[str, np.ndarray]:
-    example = task.make_example(TextTokenizer.synthetic(12), config.data, train=split == "train")
+    example = task.make_example(config.data, train=split == "train")
     source = SyntheticShapes(split, num_records=n, image_size=config.data.image_size)
     rows = [example(source[i], np.random.default_rng([0, i])) for i in range(n)]
     return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
@@ -134,7 +135,7 @@ def test_examples_hold_the_right_targets():
     config = _load("vqa_cross_attention.py:tiny")
     task = ClassifyTask(config)
     tokenizer = TextTokenizer.synthetic(12)
-    example = task.make_example(tokenizer, config.data, train=True)
+    example = task.make_example(config.data, train=True)
     record = SyntheticShapes("train", num_records=4, image_size=32)[3]
     out = example(record, np.random.default_rng(5))
     question, answer, qtype = synthetic_tasks.synthetic_question(
@@ -148,14 +149,14 @@ def test_examples_hold_the_right_targets():
 
     config = _load("classify_image.py:tiny")
     task = ClassifyTask(config)
-    example = task.make_example(tokenizer, config.data, train=True)
+    example = task.make_example(config.data, train=True)
     out = example(record, np.random.default_rng(5))
     assert "tokens" not in out  # image only
     assert out["target"] == synthetic_tasks.SHAPES.index(COMBINATIONS[record["label"]][0])
 
     # A real (non-synthetic) VQA record: soft scores from the annotators' answers.
     real = ClassifyExample(
-        "vqa", tokenizer, None, synthetic=False, answers=("red", "blue", "at the top")
+        VqaTarget(("red", "blue", "at the top"), synthetic=False), tokenizer, None
     )
     out = real(
         {
@@ -175,7 +176,7 @@ def test_bad_records_and_configs_fail_by_name():
     from mmjax.config import ConfigError
 
     config = _load("classify_late_gated.py:tiny")
-    example = ClassifyTask(config).make_example(TextTokenizer.synthetic(12), config.data, True)
+    example = ClassifyTask(config).make_example(config.data, True)
     corrupt = SyntheticShapes("train", num_records=8, image_size=32, corrupt_fraction=1.0)
     for i in range(4):  # truncated PNG, not an image, missing image, empty caption
         with pytest.raises(BadRecord):
@@ -231,7 +232,7 @@ def test_loss_falls_on_a_fixed_batch():
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses
     # Eval outputs and metrics on the same batch.
-    metrics = task.eval_metrics(jax.tree.map(np.asarray, task.embed(params, batch)))
+    metrics = task.eval_metrics(jax.tree.map(np.asarray, task.eval_step(params, batch)))
     assert 0.0 <= metrics["vqa_acc"] <= 1.0
 
 

@@ -122,11 +122,10 @@ def test_configs_build_examples_and_trace_a_loss(config, arg):
     on a batch of them (shapes only: jax.eval_shape)."""
     c, _ = load_with_options(ROOT / "configs" / config, arg, {}, config)
     task = build_task(c)
-    tok = load_tokenizer(c.data.tokenizer, (c.model.get("text") or {}).get("context_length", 8))
     from mmjax.data.pipeline import build_source
 
     source = build_source(c.data, "train")
-    example = task.make_example(tok, c.data, train=True)
+    example = task.make_example(c.data, train=True)
     rows = [example(source[i], np.random.default_rng(i)) for i in range(2)]
     batch = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     params = jax.eval_shape(task.init, jax.random.PRNGKey(0))

@@ -81,7 +81,7 @@ def test_siglip_text_through_the_training_task_matches_torch_without_a_mask(torc
     )
     want = ref.get_text_features(input_ids=to_torch(ids).long())
     want = want / want.norm(dim=-1, keepdim=True)
-    for embed in (task.embed, jax.jit(task.embed)):  # eager and traced masks
+    for embed in (task.eval_step, jax.jit(task.eval_step)):  # eager and traced masks
         got = embed(variables["params"], batch)["text"]
         assert max_diff(want, got) <= TOL
 

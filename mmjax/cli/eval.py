@@ -27,7 +27,6 @@ def run_eval(workdir: str | Path, overrides: list[str]) -> dict[str, Any]:
     import jax
 
     from mmjax import config as config_lib
-    from mmjax.data.tokenizer import load_tokenizer
     from mmjax.evaluation.evaluators import build_evaluators, run_evaluators
     from mmjax.inference.run_loading import load_run
     from mmjax.parallel import sharding
@@ -38,10 +37,8 @@ def run_eval(workdir: str | Path, overrides: list[str]) -> dict[str, Any]:
     config = config_lib.apply_overrides(run.config, overrides)
     mesh = sharding.make_mesh(config.mesh)
     rules = sharding.logical_rules(config.mesh)
-    text_cfg = config.model.get("text")
-    tokenizer = load_tokenizer(config.data.tokenizer, text_cfg.context_length if text_cfg else 16)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        evaluators = build_evaluators(config, tokenizer, mesh)
+        evaluators = build_evaluators(config, mesh)
         params = jax.device_put(run.params, sharding.replicated(mesh))
         row = run_evaluators(evaluators, params, mesh)
     return {"step": run.step, "checkpoint": str(run.step_dir), **row}

@@ -162,26 +162,14 @@ class _StreamExamplesIterator(grain.DatasetIterator):
 def build_source(data_cfg: Any, split: str) -> Any:
     """The random-access source of ``split`` (``'train'`` | ``'eval'``): ``config.data.source``
     / ``config.data.eval_source`` (see ``mmjax.data.sources``)."""
-    spec = sources.source_spec(data_cfg, split)
-    if sources.parse_spec(spec)[0] == "synthetic":
-        num = data_cfg.train_records if split == "train" else data_cfg.eval_records
-        return SyntheticShapes(
-            split,
-            num_records=num,
-            image_size=data_cfg.image_size,
-            seed=data_cfg.synthetic_seed,
-            corrupt_fraction=float(data_cfg.get("synthetic_corrupt_fraction", 0.0) or 0.0)
-            if split == "train"
-            else 0.0,
-        )
-    return sources.open_source(spec, data_cfg, split)
+    return sources.open_source(sources.source_spec(data_cfg, split), data_cfg, split)
 
 
 def default_example(tokenizer: TextTokenizer, data_cfg: Any, train: bool) -> ExampleFn:
     """The image-text example (``ImageTextExample``) for ``data_cfg``, with its host image
     transform (``make_image_fn``: ``data.train_transform`` / ``data.eval_transform``, or
     ``data.image_processor``); tasks that need other inputs provide
-    ``task.make_example(tokenizer, data_cfg, train)`` instead."""
+    ``task.make_example(data_cfg, train)`` (``mmjax.tasks.base.Task``) instead."""
     return ImageTextExample(tokenizer, make_image_fn(data_cfg, train))
 
 

@@ -33,7 +33,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from mmjax.config import ConfigError
-from mmjax.data.pipeline import default_example, eval_batches
+from mmjax.data.pipeline import eval_batches
 from mmjax.evaluation.retrieval import topk_chunked
 from mmjax.parallel import sharding
 from mmjax.tasks import build_task
@@ -149,7 +149,7 @@ def evaluator_configs(config: Any) -> list[tuple[str, Any, tuple[str, ...]]]:
 
 @dataclasses.dataclass
 class Evaluator:
-    """One eval set: its task (built from its config), jitted embed and host batches."""
+    """One eval set: its task (built from its config), jitted ``eval_step`` and host batches."""
 
     name: str
     task: Any
@@ -193,25 +193,24 @@ class Evaluator:
 
 def build_evaluators(
     config: Any,
-    tokenizer: Any,
     mesh: jax.sharding.Mesh,
     param_shardings: Any = None,
 ) -> list[Evaluator]:
     """The run's evaluators; ``param_shardings`` (the train state's) fix the params' layout
-    in the jitted embed (``None``: as the params come)."""
+    in the jitted ``eval_step`` (``None``: as the params come)."""
     out = []
     for name, sub, keep in evaluator_configs(config):
         sub_task = build_task(sub)
-        make_example = getattr(sub_task, "make_example", None) or default_example
         batch_sharding = sharding.batch_sharding(mesh)
         in_shardings = (param_shardings, batch_sharding) if param_shardings is not None else None
         kwargs = {} if in_shardings is None else {"in_shardings": in_shardings}
-        eval_fn = jax.jit(sub_task.embed, out_shardings=sharding.replicated(mesh), **kwargs)
+        eval_fn = jax.jit(sub_task.eval_step, out_shardings=sharding.replicated(mesh), **kwargs)
+        tokenizer = sub_task.tokenizer
         batches = eval_batches(
             sub.data,
             tokenizer,
             sub.train.eval_batch_size,
-            example=make_example(tokenizer, sub.data, train=False),
+            example=sub_task.make_example(sub.data, train=False),
         )
         out.append(Evaluator(name, sub_task, eval_fn, batches, keep, tokenizer))
     return out

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from mmjax.data.augment import make_image_fn
-from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
+from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import NORMALIZATIONS, image_processor, normalize_images
 from mmjax.inference.pipeline import Pipeline
 from mmjax.inference.run_loading import is_run, load_run
@@ -68,7 +68,7 @@ def load_run_pipeline(path: str | Path, batch_size: int = 32) -> Pipeline:
             f"(task {TWO_TOWER_TASKS}) today"
         )
     task = build_task(config)
-    tokenizer = load_tokenizer(config.data.tokenizer, config.model.text.context_length)
+    tokenizer = task.tokenizer
     eval_fn = make_image_fn(config.data, train=False)
     rng = np.random.default_rng(0)
 

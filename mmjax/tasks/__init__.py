@@ -1,28 +1,12 @@
-"""Tasks: one file each, with the model builder, loss, metrics and eval."""
+"""Tasks: one file each (model + loss + metrics + eval) implementing ``mmjax.tasks.base.Task``,
+registered by name with ``@register_task('name')`` and built by ``build_task(config)``.
+
+Importing this package registers the shipped tasks; a new task module is imported here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from mmjax.tasks import caption, classify, contrastive, itm_mlm  # noqa: F401  (registers them)
+from mmjax.tasks.base import TASKS, BatchLossTask, Task, build_task, register_task
 
-from mmjax.tasks.caption import CaptionTask
-from mmjax.tasks.classify import ClassifyTask
-from mmjax.tasks.contrastive import ContrastiveTask
-from mmjax.tasks.itm_mlm import ITMMLMTask
-
-TASKS = {
-    "caption": CaptionTask,
-    "classify": ClassifyTask,
-    "contrastive": ContrastiveTask,
-    "itm_mlm": ITMMLMTask,
-}
-
-
-def build_task(config: Any) -> Any:
-    """The task named by ``config.task.name``."""
-    try:
-        cls = TASKS[config.task.name]
-    except KeyError:
-        raise ValueError(
-            f"config.task.name: unknown {config.task.name!r}; known: {sorted(TASKS)}"
-        ) from None
-    return cls(config)
+__all__ = ["TASKS", "BatchLossTask", "Task", "build_task", "register_task"]

@@ -8,7 +8,7 @@ predicts token ``i + 1``; padded targets are masked. Because the decoder is caus
 equals feeding ``tokens[:-1]`` and predicting ``tokens[1:]``, and the same pass gives the
 contrastive text embedding at the EOS token.
 
-Eval (``embed`` under the train loop's ``jax.jit``; ``eval_metrics`` on the host): greedy and
+Eval (``eval_step`` under the train loop's ``jax.jit``; ``eval_metrics`` on the host): greedy and
 beam captions ``[batch, max_decode_len]`` are decoded with the tokenizer and scored
 against every reference of the image, both tokenized as COCO does (``caption_metrics``):
 corpus BLEU-4 (COCO's, as a fraction) and CIDEr-D (pycocoevalcap) for each, and
@@ -34,13 +34,14 @@ import numpy as np
 from mmjax.config import ConfigError
 from mmjax.data.pipeline import default_example
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
-from mmjax.data.tokenizer import TextTokenizer, load_tokenizer
+from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import BadRecord, ExampleFn, normalize_images
 from mmjax.evaluation.caption_metrics import bleu4, cider, cider_available
 from mmjax.evaluation.evaluate import retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, token_cross_entropy, weighted_mean
 from mmjax.models.decoder import CoCa, build_coca
 from mmjax.models.generate import beam_search, cached_step, greedy
+from mmjax.tasks.base import BatchLossTask, register_task
 from mmjax.train.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
@@ -71,14 +72,19 @@ class CaptionExample:
         return out
 
 
-class CaptionTask:
+@register_task("caption")
+class CaptionTask(BatchLossTask):
     """Model (``CoCa``) + loss + generation eval for captioning.
 
     A batch is ``{'image': uint8 [batch, H, W, 3], 'tokens': int32 [batch, seq],
     'padding_mask': bool [batch, seq]}`` (+ ``references`` in eval).
     """
 
+    # the train step clamps the contrastive temperature's param (CLIP)
+    max_logit_scale = MAX_LOGIT_SCALE
+
     def __init__(self, config: Any):
+        super().__init__(config)
         task = config.task
         self.caption_weight = float(task.get("caption_weight", 2.0))
         self.contrastive_weight = float(task.get("contrastive_weight", 1.0))
@@ -88,7 +94,6 @@ class CaptionTask:
                 f"{self.caption_weight} and {self.contrastive_weight}"
             )
         self.contrastive = self.contrastive_weight > 0
-        self.max_logit_scale = MAX_LOGIT_SCALE  # the train step clamps the param (CLIP)
         self.model = build_coca(config.model, self.contrastive)
         text = config.model.text
         self.context_length = text.context_length
@@ -108,7 +113,6 @@ class CaptionTask:
         self.normalization = config.data.normalization
         self.image_size = config.model.image.image_size
         self.cache_batch_axis = 1 if config.model.get("scan_layers", False) else 0
-        self.tokenizer = load_tokenizer(config.data.tokenizer, text.context_length)
         self._check_special_ids()
 
     def _check_special_ids(self) -> None:
@@ -126,16 +130,8 @@ class CaptionTask:
                     f"config.model.text.{key} is {want}, the tokenizer's is {found[key]}"
                 )
 
-    def make_example(self, tokenizer: TextTokenizer, data_cfg: Any, train: bool) -> ExampleFn:
-        return CaptionExample(tokenizer, data_cfg, train)
-
-    def dummy_batch(self, batch_size: int = 1) -> Batch:
-        n, s = self.image_size, self.context_length
-        return {
-            "image": jnp.zeros((batch_size, n, n, 3), jnp.uint8),
-            "tokens": jnp.zeros((batch_size, s), jnp.int32),
-            "padding_mask": jnp.ones((batch_size, s), bool),
-        }
+    def make_example(self, data_cfg: Any, train: bool) -> ExampleFn:
+        return CaptionExample(self.tokenizer, data_cfg, train)
 
     def init(self, rng: jax.Array) -> Any:
         """Boxed (logically partitioned) variables."""
@@ -186,11 +182,6 @@ class CaptionTask:
             metrics.update(con_metrics, contrastive_loss=con_loss)
         return loss, metrics
 
-    def loss(
-        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return self.loss_from_outputs(self.forward(params, batch, rng, train))
-
     def generate(self, params: Any, images: jax.Array) -> dict[str, jax.Array]:
         """uint8 images ``[batch, H, W, 3]`` -> ``{'greedy', 'beam': int32 [batch,
         max_decode_len]}`` (BOS first, padding after EOS), ``'greedy_logp'`` / ``'beam_logp'``
@@ -239,7 +230,7 @@ class CaptionTask:
 
         return cached_step(apply, context.shape[0], self.max_decode_len)
 
-    def embed(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
+    def eval_step(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
         """Eval: ``generate``'s outputs, the batch's ``tokens`` (references of real data),
         ``references`` and ``image_id`` when it has them, and when contrastive the
         ground-truth captions' ``'text'`` embeddings ``[batch, dim]``."""

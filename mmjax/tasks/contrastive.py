@@ -9,19 +9,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.data.media import MediaInputs, MediaTextExample, dummy_media, media_kind
-from mmjax.data.pipeline import default_example
 from mmjax.data.transforms import normalize_images
 from mmjax.evaluation.evaluate import zeroshot_accuracy
 from mmjax.evaluation.retrieval import retrieval_metrics_chunked
 from mmjax.losses import LOSSES, sigmoid_contrastive_loss, softmax_contrastive_loss
 from mmjax.models.towers import build_two_tower, l2_normalize
+from mmjax.tasks.base import BatchLossTask, register_task
 from mmjax.tasks.zeroshot import ZeroShotPrompts
 from mmjax.train.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 
 
-class ContrastiveTask:
+@register_task("contrastive")
+class ContrastiveTask(BatchLossTask):
     """Model + loss + eval for two-tower contrastive training.
 
     A batch is ``{'image': uint8 [batch, H, W, 3], 'tokens': int32 [batch, seq],
@@ -29,6 +30,7 @@ class ContrastiveTask:
     """
 
     def __init__(self, config: Any):
+        super().__init__(config)
         if config.task.loss not in LOSSES:
             raise ValueError(f"config.task.loss: unknown {config.task.loss!r}; known: {LOSSES}")
         self.loss_kind = config.task.loss
@@ -38,17 +40,18 @@ class ContrastiveTask:
         self.model = build_two_tower(config.model)
         self.normalization = config.data.normalization
         self.image_cfg = config.model.image
-        self.image_size = config.model.image.get("image_size", 0)
         self.context_length = config.model.text.context_length
         self.zeroshot = ZeroShotPrompts.from_config(config)
         # a video or audio tower in the image slot (config.model.image.kind): batches carry
         # 'video' uint8 [batch, frames, H, W, 3] or 'audio' [batch, frames, mels] + 'audio_mask'
+        # instead of 'image'
         self.media = media_kind(config.model.image)
+        self.image_size = 0 if self.media else config.model.image.get("image_size", 0)
 
-    def make_example(self, tokenizer: Any, data_cfg: Any, train: bool) -> Any:
+    def make_example(self, data_cfg: Any, train: bool) -> Any:
         if self.media is None:
-            return default_example(tokenizer, data_cfg, train)
-        return MediaTextExample(tokenizer, MediaInputs(self.media, data_cfg, train))
+            return super().make_example(data_cfg, train)
+        return MediaTextExample(self.tokenizer, MediaInputs(self.media, data_cfg, train))
 
     def tower_inputs(self, batch: Batch) -> tuple[jax.Array, jax.Array | None]:
         """The image tower's input (normalized images or video, or log-mels) and mask."""
@@ -56,17 +59,9 @@ class ContrastiveTask:
             return batch["audio"], batch["audio_mask"]
         return normalize_images(batch[self.media or "image"], self.normalization), None
 
-    def dummy_batch(self, batch_size: int = 1) -> Batch:
-        n, s = self.image_size, self.context_length
-        if self.media:
-            batch = dummy_media(self.media, self.image_cfg, batch_size)
-        else:
-            batch = {"image": jnp.zeros((batch_size, n, n, 3), jnp.uint8)}
-        return {
-            **{k: jnp.asarray(v) for k, v in batch.items()},
-            "tokens": jnp.zeros((batch_size, s), jnp.int32),
-            "padding_mask": jnp.ones((batch_size, s), bool),
-        }
+    def dummy_extras(self, batch_size: int) -> dict[str, Any]:
+        """The video / audio tower's inputs (``image`` otherwise, from ``image_size``)."""
+        return dummy_media(self.media, self.image_cfg, batch_size) if self.media else {}
 
     def init(self, rng: jax.Array) -> Any:
         """Boxed (logically partitioned) variables."""
@@ -102,12 +97,7 @@ class ContrastiveTask:
             out["image"], out["text"], out["logit_scale"], out["logit_bias"]
         )
 
-    def loss(
-        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
-    ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        return self.loss_from_outputs(self.forward(params, batch, rng, train))
-
-    def embed(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
+    def eval_step(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
         """Eval forward: ``{'image': [batch, dim], 'text': [batch, dim]}`` (L2-normalized),
         the batch's ``image_id`` / ``label`` ``[batch]`` when it has them, and with zero-shot
         prompts ``zeroshot_sim`` ``[batch, classes]``: image vs. each class's mean prompt."""

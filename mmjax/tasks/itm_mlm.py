@@ -32,19 +32,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.data.mlm_masking import mask_tokens, masking_ids
-from mmjax.data.tokenizer import load_tokenizer
 from mmjax.data.transforms import normalize_images
 from mmjax.evaluation.evaluate import itm_accuracy, retrieval_metrics
 from mmjax.losses import softmax_contrastive_loss, weighted_cross_entropy
 from mmjax.models.itm_mlm import ITMMLMModel, build_itm_mlm_model, next_distinct, same_rows
-from mmjax.tasks.contrastive import ContrastiveTask
+from mmjax.tasks.base import Task, register_task
 from mmjax.train.temperature import MAX_LOGIT_SCALE
 
 Batch = dict[str, jax.Array]
 LOSS_NAMES = ("itc", "itm", "mlm")
 
 
-class ITMMLMTask:
+@register_task("itm_mlm")
+class ITMMLMTask(Task):
     """Model + ITC/ITM/MLM loss + eval (see the module docstring).
 
     A batch is ``{'image': uint8 [batch, H, W, 3], 'tokens': int32 [batch, seq],
@@ -57,6 +57,7 @@ class ITMMLMTask:
     """
 
     def __init__(self, config: Any):
+        super().__init__(config)
         task = config.task
         weights = dict(task.get("weights", {}) or {})
         unknown = set(weights) - set(LOSS_NAMES)
@@ -69,26 +70,16 @@ class ITMMLMTask:
         if not 0.0 < self.mlm_ratio < 1.0:
             raise ValueError(f"config.task.mlm_ratio must be in (0, 1), got {self.mlm_ratio}")
         self.eval_mask_seed = int(task.get("eval_mask_seed", 0))
-        tokenizer = load_tokenizer(config.data.tokenizer, config.model.text.context_length)
-        self.masking = masking_ids(
-            tokenizer,
+        self.masking = masking_ids(  # the tokenizer's size is checked against the model's
+            self.tokenizer,
             task.get("mask_token", "[MASK]"),
             tuple(task.get("special_tokens", ()) or ()),
         )
-        if self.masking["vocab_size"] > config.model.text.vocab_size:
-            raise ValueError(
-                f"config.model.text.vocab_size is {config.model.text.vocab_size}, but tokenizer "
-                f"{config.data.tokenizer!r} has {self.masking['vocab_size']} tokens"
-            )
         self.model = build_itm_mlm_model(config.model)
         self.normalization = config.data.normalization
         self.image_size = config.model.image.image_size
         self.context_length = config.model.text.context_length
 
-    # The same image-text batch as the contrastive task (reads image_size / context_length;
-    # ITM towers take images, never video or audio, so no media kind).
-    dummy_batch = ContrastiveTask.dummy_batch
-    media = None
     # The train step clamps the ITC temperature's param at log 100 (CLIP, ALBEF's cap).
     max_logit_scale = MAX_LOGIT_SCALE
     # Why optim.accum_steps > 1 is not the full batch's update (the train loop warns).
@@ -150,7 +141,7 @@ class ITMMLMTask:
         )
         return total, metrics
 
-    def embed(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
+    def eval_step(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
         """Eval forward: ``image``/``text`` ``[batch, embed_dim]`` (ITC), ``itm_pos`` /
         ``itm_neg`` ``[batch, 2]`` (each pair; the image with the next row's different
         caption, of another ``image_id`` when the batch has them), ``mlm_pred``,

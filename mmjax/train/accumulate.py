@@ -6,9 +6,9 @@ so XLA computes no backward pass for them. With ``accum_steps = k > 1`` the batc
 so a data-parallel shard stays on its device) and a ``jax.lax.scan`` walks them,
 so activations are held for one micro-batch at a time:
 
-- Tasks with ``forward(params, batch, rng, train) -> outputs`` and
-  ``loss_from_outputs(outputs) -> (loss, metrics)`` (losses over the whole batch,
-  such as contrastive ones) get the exact big-batch gradient (the GradCache
+- ``BatchLossTask``s (``mmjax.tasks.base``: ``forward(params, batch, rng, train) ->
+  outputs`` and ``loss_from_outputs(outputs) -> (loss, metrics)``, losses over the whole
+  batch such as contrastive ones) get the exact big-batch gradient (the GradCache
   recipe): pass 1 computes every micro-batch's outputs without gradients, the
   loss and its gradient w.r.t. the outputs are taken on the full batch, and
   pass 2 re-runs each micro-batch forward and pulls that output gradient back
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.optim.param_rules import merge_params
+from mmjax.tasks.base import BatchLossTask, Task
 
 Batch = dict[str, jax.Array]
 
@@ -50,7 +51,7 @@ def merge_micro_batches(x: jax.Array) -> jax.Array:
 
 
 def loss_and_grads(
-    task: Any,
+    task: Task,
     trainable: Any,
     frozen: Any,
     batch: Batch,
@@ -67,7 +68,7 @@ def loss_and_grads(
         return loss, metrics, grads
     micro = split_micro_batches(batch, accum_steps)
     rngs = jax.random.split(rng, accum_steps)
-    if hasattr(task, "forward") and hasattr(task, "loss_from_outputs"):
+    if isinstance(task, BatchLossTask):
 
         def forward(params: Any, b: Batch, r: jax.Array) -> dict[str, jax.Array]:
             return task.forward(merge_params(params, frozen), b, r, True)

@@ -26,14 +26,13 @@ import tqdm
 
 from mmjax import config as config_lib
 from mmjax import storage
-from mmjax.data.pipeline import default_example, train_dataset
-from mmjax.data.tokenizer import load_tokenizer
+from mmjax.data.pipeline import train_dataset
 from mmjax.evaluation.evaluators import build_evaluators, evaluate, run_evaluators  # noqa: F401
 from mmjax.optim.optimizer import ema_update, make_optimizer
 from mmjax.optim.param_rules import ParamPlan, flat_params, make_param_plan, merge_params
 from mmjax.parallel import sharding
 from mmjax.parallel.compile_report import aot_compile
-from mmjax.tasks import build_task
+from mmjax.tasks import Task, build_task
 from mmjax.train.accumulate import loss_and_grads
 from mmjax.train.checkpoint import BestCheckpointer, Checkpointer
 from mmjax.train.faults import FaultMonitor
@@ -63,19 +62,19 @@ class TrainState(flax.struct.PyTreeNode):
         return merge_params(self.ema if use_ema else self.params, self.frozen)
 
 
-def param_shapes(task: Any) -> dict[str, tuple[int, ...]]:
+def param_shapes(task: Task) -> dict[str, tuple[int, ...]]:
     """``{'image/encoder/layer_0/...': shape}`` of the task's params, without allocating."""
     abstract = jax.eval_shape(task.init, jax.random.PRNGKey(0))
     return {p: tuple(v.shape) for p, v in flat_params(nn.unbox(abstract)["params"]).items()}
 
 
-def make_plan(task: Any, optim_cfg: Any) -> ParamPlan:
+def make_plan(task: Task, optim_cfg: Any) -> ParamPlan:
     """The task's ``ParamPlan`` under ``optim_cfg.rules`` / ``llrd`` / weight decay."""
     return make_param_plan(optim_cfg, param_shapes(task))
 
 
 def init_train_state(
-    task: Any,
+    task: Task,
     tx: optax.GradientTransformation,
     mesh: jax.sharding.Mesh,
     rules: Any,
@@ -94,7 +93,7 @@ def init_train_state(
 
 
 def state_init_fn(
-    task: Any, tx: optax.GradientTransformation, plan: ParamPlan | None = None, ema: bool = False
+    task: Task, tx: optax.GradientTransformation, plan: ParamPlan | None = None, ema: bool = False
 ) -> Any:
     """``rng -> TrainState`` with params boxed with their logical axis names (for
     ``jax.eval_shape`` + ``sharding.logical_shardings``; ``nn.unbox`` it to use it)."""
@@ -116,7 +115,7 @@ def state_init_fn(
 
 
 def make_train_step(
-    task: Any,
+    task: Task,
     tx: optax.GradientTransformation,
     schedule: Any,
     accum_steps: int = 1,
@@ -129,10 +128,10 @@ def make_train_step(
     A step whose loss or gradients are not finite keeps the old params, optimizer state
     and EMA (the step counter and RNG still advance) and reports ``nonfinite = 1``.
     ``debug_nan_step = k`` makes step ``k``'s loss and gradients NaN (fault injection).
-    A task with a ``max_logit_scale`` (not None) gets its ``logit_scale`` params clamped
+    A task whose ``max_logit_scale`` is not None gets its ``logit_scale`` params clamped
     into ``[0, max_logit_scale]`` after each update (``mmjax.train.temperature``).
     """
-    max_logit_scale = getattr(task, "max_logit_scale", None)
+    max_logit_scale = task.max_logit_scale
 
     def train_step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, dict]:
         rng, step_rng = jax.random.split(state.rng)
@@ -193,14 +192,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
 
     rules = sharding.logical_rules(config.mesh)
     task = build_task(config)
-    # model.text None: an image-only model; its task's examples leave the tokenizer unused.
-    text_cfg = config.model.get("text")
-    tokenizer = load_tokenizer(config.data.tokenizer, text_cfg.context_length if text_cfg else 16)
-    if text_cfg and tokenizer.vocab_size > text_cfg.vocab_size:
-        raise config_lib.ConfigError(
-            f"config.model.text.vocab_size is {text_cfg.vocab_size}, but tokenizer "
-            f"{config.data.tokenizer!r} has {tokenizer.vocab_size} tokens"
-        )
+    tokenizer = task.tokenizer  # the task's data contract: its tokenizer, checked
     steps = int(config.train.steps)
     plan = make_plan(task, config.optim)
     if jax.process_index() == 0:
@@ -211,7 +203,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             f"config.optim.accum_steps ({accum_steps}) must be >= 1 and divide "
             f"train.batch_size ({config.train.batch_size})"
         )
-    inexact = getattr(task, "inexact_accumulation", None)
+    inexact = task.inexact_accumulation
     if accum_steps > 1 and inexact and jax.process_index() == 0:
         print(f"warning: optim.accum_steps={accum_steps} is not exact for this task: {inexact}")
     ema_decay = float(config.optim.get("ema_decay", 0.0) or 0.0)
@@ -223,8 +215,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     )
     data_sharding = sharding.batch_sharding(mesh)
 
-    make_example = getattr(task, "make_example", None) or default_example
-    train_example = make_example(tokenizer, config.data, train=True)
+    train_example = task.make_example(config.data, train=True)
     data_iter = iter(
         train_dataset(
             config.data,
@@ -314,7 +305,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             donate_argnums=0,
         )
         evaluators = build_evaluators(
-            config, tokenizer, mesh, state_shardings.full_params(use_ema=ema_decay > 0)
+            config, mesh, state_shardings.full_params(use_ema=ema_decay > 0)
         )
         writer = MetricWriter(
             workdir,
