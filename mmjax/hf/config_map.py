@@ -21,12 +21,8 @@ from mmjax.hf.tables.bert import bert_table
 from mmjax.hf.tables.clip import clip_table, siglip_table
 from mmjax.hf.tables.resnet import resnet_table
 from mmjax.hf.tables.vit import vit_table
-from mmjax.models.towers import (
-    DTYPES,
-    build_image_encoder,
-    build_text_encoder,
-    build_two_tower,
-)
+from mmjax.models.spec import DTYPES
+from mmjax.models.towers import build_image_encoder, build_text_encoder, build_two_tower
 
 HF_ACTS = {
     "gelu": "gelu",
