@@ -111,7 +111,17 @@ class Mlp(nn.Module):
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 
 
-class TransformerBlock(nn.Module):
+class BlockOptions(nn.Module):
+    """The fields a block and a stack of blocks share: the ``spec`` and the per-use options
+    (see ``TransformerBlock``)."""
+
+    spec: TransformerSpec
+    cross_attention: bool = False
+    decode: bool = False
+    rel_pos_grid: tuple[int, int] | None = None
+
+
+class TransformerBlock(BlockOptions):
     """One transformer layer on ``[batch, seq, embed]`` with the options of ``spec``
     (``spec.depth`` is the stack's, unused here).
 
@@ -128,11 +138,6 @@ class TransformerBlock(nn.Module):
     ``spec.layer_scale`` (pre-norm only) multiplies each branch by a learned per-channel
     scale (``ls1``, ``ls2`` ``[embed]``, initialized to that value; CaiT / BEiT / DINOv2).
     """
-
-    spec: TransformerSpec
-    cross_attention: bool = False
-    decode: bool = False
-    rel_pos_grid: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(
@@ -218,18 +223,13 @@ class TransformerBlock(nn.Module):
         return attend, layer_norm(self.spec.ln_eps, self.spec.dtype, name="ln_cross")
 
 
-class Encoder(nn.Module):
+class Encoder(BlockOptions):
     """A stack of ``spec.depth`` transformer blocks on ``[batch, seq, embed]``.
 
     Returns the final hidden states ``[batch, seq, embed]`` (without a final
     norm: towers add their own, since ViT, CLIP and BERT differ there).
     ``cross_attention`` / ``decode`` / ``rel_pos_grid``: every block's (``TransformerBlock``).
     """
-
-    spec: TransformerSpec
-    cross_attention: bool = False
-    decode: bool = False
-    rel_pos_grid: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(
