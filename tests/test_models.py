@@ -108,3 +108,26 @@ def test_unknown_text_kind(tiny_config):
     tiny_config.model.text.kind = "gpt"
     with pytest.raises(ValueError, match="config.model.text.kind"):
         build_two_tower(tiny_config.model)
+
+
+def test_config_sections_become_specs_or_name_the_bad_key(tiny_config):
+    from mmjax.config import ConfigError
+    from mmjax.models.spec import runtime_fields, spec_from_config
+
+    image = tiny_config.model.image.to_dict()
+    spec = spec_from_config(
+        ViTSpec, image, "config.model.image", **runtime_fields(tiny_config.model)
+    )
+    assert spec.width == image["width"] and spec.posemb_interp == "none"  # the spec's default
+    assert VisionTransformer(spec).width == image["width"]  # fields read through the module
+    for change, message in [
+        (dict(image, widht=8), r"config.model.image: unknown keys \['widht'\]"),
+        ({k: v for k, v in image.items() if k != "depth"}, r"missing keys \['depth'\]"),
+        (dict(image, pool="nope"), "config.model.image: pool: unknown 'nope'"),
+        (dict(image, dtype="bfloat16"), "model-wide"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            spec_from_config(ViTSpec, change, "config.model.image", dtype=jnp.float32)
+    tiny_config.model.text.kind = "gpt"
+    with pytest.raises(ConfigError, match=r"known: \['bert', 'clip'\]"):
+        build_two_tower(tiny_config.model)

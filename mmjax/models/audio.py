@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import key_mask, masked_mean, zero_padding
+from mmjax.models.common import key_mask, masked_mean, patch_embedding, zero_padding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
 from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
@@ -90,19 +90,9 @@ class AudioTransformer(SpecModule):
             mask = jnp.ones((batch, self.max_frames), jnp.bool_)
         steps, bands = self.grid()
         w = self.width
-        x = nn.Conv(
-            w,
-            kernel_size=(self.time_patch, self.freq_patch),
-            strides=(self.time_patch, self.freq_patch),
-            padding="VALID",
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="patch_embed",
-        )(  # padded frames zeroed: a last, partial patch sees zeros whatever the padding
+        # padded frames zeroed: a last, partial patch sees zeros whatever the padding
+        patches = (self.time_patch, self.freq_patch)
+        x = patch_embedding(w, patches, True, self.dtype)(
             jnp.where(mask[..., None], spectrograms, 0).astype(self.dtype)[..., None]
         )  # [batch, steps, bands, width]
         x = x.reshape(batch, steps * bands, w)

@@ -87,3 +87,23 @@ def check_tokens(name: str, tokens: Array, mask: Array) -> None:
         raise ValueError(f"{name}: mask {mask.shape} != tokens' [batch, seq] {tokens.shape[:2]}")
     if mask.dtype != jnp.bool_:
         raise ValueError(f"{name}: mask must be bool (True = real token), got {mask.dtype}")
+
+
+def patch_embedding(width: int, patch: tuple[int, ...], use_bias: bool, dtype: Dtype) -> nn.Conv:
+    """Non-overlapping patches (a convolution with stride = kernel = ``patch``, 2-D for
+    images / spectrograms, 3-D tubelets for video) to ``width`` features, named
+    ``patch_embed``; the kernel ``[*patch, channels, width]`` carries ``embed`` last."""
+    return nn.Conv(
+        width,
+        kernel_size=patch,
+        strides=patch,
+        padding="VALID",
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (*(None,) * (len(patch) + 1), "embed")
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name="patch_embed",
+    )

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.models.common import patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
 from mmjax.models.spec import SpecModule, check_choice
@@ -112,20 +113,8 @@ class VideoTransformer(SpecModule):
             raise ValueError(f"videos are {videos.shape}, the model expects [batch, *{want}]")
         steps, patches = self.grid()
         t, p, w = self.tubelet, self.patch_size, self.width
-        x = nn.Conv(
-            w,
-            kernel_size=(t, p, p),
-            strides=(t, p, p),
-            padding="VALID",
-            use_bias=self.patch_bias,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, None, "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="patch_embed",
-        )(videos.astype(self.dtype))  # [batch, steps, grid, grid, width]
+        tubelets = patch_embedding(w, (t, p, p), self.patch_bias, self.dtype)
+        x = tubelets(videos.astype(self.dtype))  # [batch, steps, grid, grid, width]
         batch, grid = x.shape[0], x.shape[2]
         x = x.reshape(batch, steps, patches, w)
         cls_slot = 1 if self.pool == "cls" else 0

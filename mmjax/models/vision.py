@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.common import patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
 from mmjax.models.relpos import RelativePositionBias
@@ -159,20 +160,8 @@ class VisionTransformer(SpecModule):
                 f"{(self.image_size, self.image_size)}"
             )
         p = self.patch_size
-        x = nn.Conv(
-            self.width,
-            kernel_size=(p, p),
-            strides=(p, p),
-            padding="VALID",
-            use_bias=self.patch_bias,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="patch_embed",
-        )(images.astype(self.dtype))
+        embed = patch_embedding(self.width, (p, p), self.patch_bias, self.dtype)
+        x = embed(images.astype(self.dtype))
         batch, grid_h, grid_w = x.shape[:3]
         x = x.reshape(batch, -1, self.width)  # [batch, patches, width]
         if self.posemb == "sincos2d":
