@@ -9,7 +9,7 @@ import pytest
 import scipy.signal
 
 from mmjax.data.audio import LOG_FLOOR, LogMel, pad_frames, spec_augment
-from mmjax.models.audio import AudioTransformer
+from mmjax.models.audio import AudioSpec, AudioTransformer
 
 librosa = pytest.importorskip("librosa")
 
@@ -64,7 +64,7 @@ def test_spec_augment_masks_bands_inside_the_real_frames():
 
 def model(**kw) -> AudioTransformer:
     base = dict(max_frames=8, num_mels=8, time_patch=2, freq_patch=4, width=16, depth=1)
-    return AudioTransformer(**{**base, "num_heads": 2, "mlp_dim": 32, **kw})
+    return AudioTransformer(AudioSpec(**{**base, "num_heads": 2, "mlp_dim": 32, **kw}))
 
 
 def test_patches_match_a_numpy_reference():

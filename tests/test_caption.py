@@ -19,7 +19,7 @@ from mmjax.config import load_config
 from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.evaluation.caption_metrics import bleu4, cider, coco_tokenize
-from mmjax.models.decoder import CaptionDecoder
+from mmjax.models.decoder import CaptionDecoder, DecoderSpec
 from mmjax.models.generate import beam_search, cached_step, gather_beams, greedy
 from mmjax.tasks.caption import CaptionExample, synthetic_references
 
@@ -37,11 +37,12 @@ def _decoder(**kw) -> CaptionDecoder:
         depth=2,
         num_heads=2,
         mlp_dim=32,
-        max_len=MAX_LEN,
+        context_length=MAX_LEN,
+        eos_id=EOS,
         unimodal_depth=1,
         tie_embeddings=False,
     )
-    return CaptionDecoder(**{**args, **kw})
+    return CaptionDecoder(DecoderSpec(**{**args, **kw}))
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -1,9 +1,6 @@
-"""Fusion modules and the fused model: NumPy references, padding invariance, gradients.
-
-The fused-model tests fill params from ``jax.eval_shape(init)`` with NumPy random values
-(non-zero biases included) instead of running ``init``: on a CPU, initializing every
-module eagerly costs seconds per model and is not what these tests are about.
-"""
+"""The fused model, every registered fusion kind: padding invariance, gradients through
+the encoders, logical axis names, build errors (the modules alone against NumPy:
+``test_fusion_modules.py``)."""
 
 from __future__ import annotations
 
@@ -14,91 +11,51 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mmjax.models.fused import KINDS, TOKEN_KINDS, FusedModel, build_fused_model
-from mmjax.models.fusion import (
-    CrossAttentionFusion,
-    FeatureSequenceEncoder,
-    GraphConv,
-    GraphFusion,
-    LateFusion,
-    TensorFusion,
-    normalized_adjacency,
-)
+from mmjax.config import ConfigError
+from mmjax.models.fused import FusedModel, build_fused_model
+from mmjax.models.kinds import FUSIONS
 from mmjax.parallel.sharding import DEFAULT_RULES
+from tests.fusion_helpers import AUDIO_DIM, AUDIO_MASK, WIDTH, B, np_params
 
-B = 2
 S_TEXT = 8
 TEXT_LENGTHS = (5, 7)
-AUDIO_MASK = np.array([[1, 0, 1, 1, 0], [1, 1, 1, 1, 1]], bool)  # holes, not only right padding
-AUDIO_DIM = 6
-WIDTH = 16
+KINDS = (
+    "early",
+    "cross_attention",
+    "co_attention",
+    "late_concat",
+    "gated",
+    "tensor",
+    "tensor_lowrank",
+    "graph",
+)
+TRANSFORMER = dict(depth=1, num_heads=2, mlp_dim=32)
+# Each kind's own fields (a field another kind has is an unknown key for this one).
+FUSION_FIELDS = {
+    "early": TRANSFORMER,
+    "cross_attention": TRANSFORMER,
+    "co_attention": TRANSFORMER,
+    "late_concat": dict(hidden=3),
+    "gated": {},
+    "tensor": dict(hidden=3),
+    "tensor_lowrank": dict(hidden=3, rank=2),
+    "graph": dict(graph_layers=2, adjacency="learned", clusters_per_modality=1),
+}
 
 
-def np_params(module: nn.Module, *args, seed: int = 0, **kwargs) -> dict:
-    """``module``'s params from eval_shape, filled with seeded NumPy random values."""
-    abstract = jax.eval_shape(module.init, jax.random.key(0), *args, **kwargs)
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = jax.tree_util.keystr(path)
-        if leaf.ndim >= 2:
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            value = rng.normal(size=leaf.shape) / np.sqrt(fan_in)
-        elif "scale" in name:
-            value = 1.0 + 0.1 * rng.normal(size=leaf.shape)
-        else:
-            value = 0.1 * rng.normal(size=leaf.shape)
-        return jnp.asarray(value, leaf.dtype)
-
-    return nn.unbox(jax.tree_util.tree_map_with_path(fill, abstract))
+def token_level(kind: str) -> bool:
+    return FUSIONS.get(kind).Spec.token_level
 
 
 def model_config(kind: str, text_kind: str = "clip", **fusion) -> ml_collections.ConfigDict:
-    text = dict(
-        kind=text_kind,
-        vocab_size=40,
-        context_length=S_TEXT,
-        eos_id=3,
-        width=WIDTH,
-        depth=1,
-        num_heads=2,
-        mlp_dim=32,
-        act="gelu",
-    )
-    image = dict(
-        image_size=16,
-        patch_size=8,
-        width=WIDTH,
-        depth=1,
-        num_heads=2,
-        mlp_dim=32,
-        pool="cls",
-        act="gelu",
-    )
-    fusion_cfg = dict(
-        kind=kind,
-        width=WIDTH,
-        depth=1,
-        num_heads=2,
-        mlp_dim=32,
-        hidden=3,
-        rank=2,
-        graph_layers=2,
-        adjacency="learned",
-        clusters_per_modality=1,
-    )
-    fusion_cfg.update(fusion)
+    text = dict(kind=text_kind, vocab_size=40, context_length=S_TEXT, width=WIDTH, act="gelu")
+    text.update(TRANSFORMER, **(dict(eos_id=3) if text_kind == "clip" else {}))
+    image = dict(image_size=16, patch_size=8, width=WIDTH, pool="cls", act="gelu", **TRANSFORMER)
+    fusion_cfg = dict(kind=kind, width=WIDTH, **{**FUSION_FIELDS.get(kind, {}), **fusion})
+    # A narrower audio width: the cross-attention context needs a projection.
+    audio = dict(dim=AUDIO_DIM, max_len=8, width=8, depth=1, num_heads=2, mlp_dim=16)
     return ml_collections.ConfigDict(
-        dict(
-            dtype="float32",
-            image=image,
-            text=text,
-            # A narrower audio width: the cross-attention context needs a projection.
-            features=dict(
-                audio=dict(dim=AUDIO_DIM, max_len=8, width=8, depth=1, num_heads=2, mlp_dim=16)
-            ),
-            fusion=fusion_cfg,
-        )
+        dict(dtype="float32", image=image, text=text, features=dict(audio=audio), fusion=fusion_cfg)
     )
 
 
@@ -209,7 +166,7 @@ def test_encode_zeroes_padding_and_ignores_it(shared):
 @pytest.mark.parametrize("kind", KINDS)
 def test_fused_model_every_kind(kind, shared):
     model = build_fused_model(model_config(kind))
-    assert model.width == WIDTH
+    assert model.fusion.width == WIDTH
     inputs = shared["inputs"]
     boxed = jax.eval_shape(model.init, jax.random.key(0), inputs)["params"]
     assert set(ENCODERS) | {"fusion"} <= set(boxed)
@@ -223,21 +180,14 @@ def test_fused_model_every_kind(kind, shared):
     def run(p, floats):
         def loss(p, floats):
             encoded = {m: {**floats[m], "mask": masks[m]} for m in floats}
-            out, state = model.apply(
-                {"params": p},
-                encoded,
-                method=FusedModel.fuse,
-                capture_intermediates=lambda module, _: module.name == "fusion",
-                mutable=["intermediates"],
-            )
-            fusion_out = state["intermediates"]["fusion"]["__call__"][0]
-            return jnp.sum(out["pooled"][:B] * w), (out, fusion_out)
+            out = model.apply({"params": p}, encoded, method=FusedModel.fuse)
+            return jnp.sum(out["pooled"][:B] * w), out
 
         return jax.grad(loss, argnums=(0, 1), has_aux=True)(p, floats)
 
-    (grads, d_encoded), (out, fusion_out) = run(params, floats)
+    (grads, d_encoded), out = run(params, floats)
     assert out["pooled"].shape == (4 * B, WIDTH)
-    if kind in TOKEN_KINDS:
+    if token_level(kind):
         assert out["tokens"].shape == (4 * B, S_TEXT, WIDTH)
         np.testing.assert_array_equal(out["mask"][:B], inputs["padding_mask"])
         assert not np.asarray(out["tokens"])[~np.asarray(out["mask"])].any()
@@ -250,9 +200,9 @@ def test_fused_model_every_kind(kind, shared):
 
     # Padding: changed padded inputs (variant 1) and garbage at the encoded padded
     # positions (the fusion's own masking) leave every output unchanged.
-    _, (garbage_out, _) = run(params, with_garbage_padding(floats, masks))
+    _, garbage_out = run(params, with_garbage_padding(floats, masks))
     for key, value in out.items():
-        if key in ("mask", "context_mask", "adjacency"):
+        if key in ("mask", "context_mask", "joint_mask", "adjacency"):
             continue
         base, pad = np.split(np.asarray(value), 4)[:2]
         assert np.all(np.isfinite(base)), key
@@ -273,10 +223,10 @@ def test_fused_model_every_kind(kind, shared):
         assert norm > 0, f"{kind}: no gradient reaches {sub}"
 
     if kind == "early":  # the fused text tokens are the text slice right after CLS
-        joint = fusion_out["tokens"]  # EarlyFusion's own output
+        joint = out["joint_tokens"]
         assert joint.shape == (4 * B, 1 + S_TEXT + 5 + 5, WIDTH)
         np.testing.assert_array_equal(out["tokens"], joint[:, 1 : 1 + S_TEXT])
-        np.testing.assert_array_equal(fusion_out["mask"][:, 1 : 1 + S_TEXT], masks["text"])
+        np.testing.assert_array_equal(out["joint_mask"][:, 1 : 1 + S_TEXT], masks["text"])
 
 
 def check_logical_names(boxed: dict) -> None:
@@ -329,9 +279,23 @@ def test_text_embedding_and_two_modalities():
     np.testing.assert_array_equal(table, params["params"]["text"]["token_embed"]["embedding"])
 
 
+def test_kinds_are_the_registered_ones():
+    assert set(KINDS) <= set(FUSIONS.names())
+
+
 def test_build_errors_name_the_config_key():
-    with pytest.raises(ValueError, match="config.model.fusion.kind"):
+    with pytest.raises(
+        ConfigError, match="config.model.fusion.kind: unknown fusion kind 'nope'; known: .*'early'"
+    ):
         build_fused_model(model_config("nope"))
+    with pytest.raises(ConfigError, match=r"config.model.fusion: unknown keys \['rank'\]"):
+        build_fused_model(model_config("gated", rank=3))
+    with pytest.raises(ConfigError, match="config.model.fusion: rank must be >= 1"):
+        build_fused_model(model_config("tensor_lowrank", rank=0))
+    with pytest.raises(ConfigError, match="config.model.image.kind: unknown image encoder kind"):
+        cfg = model_config("gated")
+        cfg.image.kind = "nope"
+        build_fused_model(cfg)
     cfg = model_config("cross_attention")
     cfg.text = None
     with pytest.raises(ValueError, match="config.model.text"):
@@ -342,7 +306,9 @@ def test_build_errors_name_the_config_key():
         build_fused_model(cfg)
     cfg = model_config("late_concat")
     del cfg.features.audio["max_len"]
-    with pytest.raises(ValueError, match="config.model.features.audio: missing 'max_len'"):
+    with pytest.raises(
+        ValueError, match=r"config.model.features.audio: missing keys \['max_len'\]"
+    ):
         build_fused_model(cfg)
     model = build_fused_model(model_config("late_concat"))
     inputs = make_inputs()
@@ -351,161 +317,13 @@ def test_build_errors_name_the_config_key():
         jax.eval_shape(model.init, jax.random.key(0), inputs)
 
 
-# ---------------------------------------------------------------- modules vs NumPy
-
-
-def _pooled(dims=(5, 4, 3), seed=0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=(B, d)).astype(np.float32) for d in dims]
-
-
-def _dense(p: dict, x: np.ndarray) -> np.ndarray:
-    return x @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
-
-
-def _with_one(p: dict, x: np.ndarray) -> np.ndarray:
-    return np.concatenate([_dense(p, x), np.ones((x.shape[0], 1))], axis=-1)
-
-
-def test_tensor_fusion_matches_numpy_outer_product():
-    xs = _pooled()
-    module = TensorFusion(out_dim=7, hidden=2)
-    params = np_params(module, xs)
-    p = params["params"]
-    z = [_with_one(p[f"proj_{i}"], x) for i, x in enumerate(xs)]
-    t = np.einsum("bi,bj,bk->bijk", *z).reshape(B, -1)  # [batch, 3 * 3 * 3]
-    ref = _dense(p["out"], t)
-    np.testing.assert_allclose(module.apply(params, xs)["pooled"], ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="tensor_lowrank"):
-        jax.eval_shape(TensorFusion(out_dim=4, hidden=127).init, jax.random.key(0), xs)
-
-
-def test_low_rank_fusion_matches_sum_of_products_and_cp_tensor():
-    xs = _pooled()
-    module = TensorFusion(out_dim=7, hidden=2, rank=3)
-    params = np_params(module, xs)
-    p = params["params"]
-    z = [_with_one(p[f"proj_{i}"], x) for i, x in enumerate(xs)]
-    w = [np.asarray(p[f"factor_{i}"]) for i in range(3)]  # [rank, hidden + 1, out]
-    ref = np.asarray(p["bias"]) + sum(
-        np.prod([z[i] @ w[i][r] for i in range(3)], axis=0) for r in range(3)
-    )
-    out = module.apply(params, xs)["pooled"]
-    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
-    # the same map as the full tensor fusion with a CP-rank-3 weight
-    full = np.einsum("rio,rjo,rko->ijko", *w)
-    ref_full = np.einsum("bi,bj,bk,ijko->bo", *z, full) + np.asarray(p["bias"])
-    np.testing.assert_allclose(out, ref_full, rtol=1e-5, atol=1e-5)
-
-
-def test_gcn_layer_matches_numpy_with_symmetric_normalization():
-    rng = np.random.default_rng(0)
-    a = (rng.random((5, 5)) > 0.5).astype(np.float32)
-    a = np.triu(a, 1) + np.triu(a, 1).T
-    a_tilde = a + np.eye(5)
-    d = a_tilde.sum(1) ** -0.5
-    a_hat = d[:, None] * a_tilde * d[None, :]
-    np.testing.assert_allclose(normalized_adjacency(jnp.asarray(a)), a_hat, rtol=1e-6)
-    h = rng.normal(size=(B, 5, 4)).astype(np.float32)
-    layer = GraphConv(6, act="relu")
-    params = np_params(layer, h, a_hat)
-    ref = np.maximum(np.einsum("mn,bnd,df->bmf", a_hat, h, params["params"]["kernel"]), 0)
-    np.testing.assert_allclose(layer.apply(params, h, a_hat), ref, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("adjacency", ["fixed", "learned"])
-def test_graph_fusion_adjacency(adjacency):
-    xs = _pooled()
-    module = GraphFusion(WIDTH, num_layers=1, adjacency=adjacency)
-    params = np_params(module, xs)
-    out = module.apply(params, xs)
-    assert out["pooled"].shape == (B, WIDTH)
-    adj = np.asarray(out["adjacency"])
-    if adjacency == "fixed":  # complete graph: D^-1/2 (A + I) D^-1/2 = 1 / n everywhere
-        np.testing.assert_allclose(adj, np.full((3, 3), 1 / 3), rtol=1e-6)
-    else:
-        logits = np.asarray(params["params"]["adjacency_logits"])
-        ref = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        np.testing.assert_allclose(adj, ref, rtol=1e-5)
-    np.testing.assert_allclose(adj.sum(1), 1.0, rtol=1e-6)
-
-
-def test_gmu_gate_and_gated_sum_match_numpy():
-    xs = _pooled(dims=(5, 4))
-    module = LateFusion(WIDTH, mode="gated")
-    params = np_params(module, xs)
-    p = params["params"]
-    out = module.apply(params, xs)
-    gate = np.asarray(out["gate"])
-    assert gate.shape == (B, 2, WIDTH) and gate.min() >= 0 and gate.max() <= 1
-    h = np.stack([np.tanh(_dense(p[f"proj_{i}"], x)) for i, x in enumerate(xs)], axis=1)
-    logits = _dense(p["gate"], np.concatenate(xs, -1)).reshape(B, 2, WIDTH)
-    # two modalities: softmax over modalities == the GMU's sigmoid gate
-    z = 1 / (1 + np.exp(-(logits[:, 0] - logits[:, 1])))
-    np.testing.assert_allclose(gate[:, 0], z, rtol=1e-5, atol=1e-6)
-    ref = z * h[:, 0] + (1 - z) * h[:, 1]
-    np.testing.assert_allclose(out["pooled"], ref, rtol=1e-5, atol=1e-6)
-
-
-def test_late_concat_matches_numpy():
-    xs = _pooled()
-    module = LateFusion(WIDTH, mode="concat", hidden=10, act="relu")
-    params = np_params(module, xs)
-    p = params["params"]
-    ref = _dense(p["out"], np.maximum(_dense(p["hidden"], np.concatenate(xs, -1)), 0))
-    np.testing.assert_allclose(module.apply(params, xs)["pooled"], ref, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="unknown mode"):
-        jax.eval_shape(LateFusion(WIDTH, mode="sum").init, jax.random.key(0), xs)
-
-
-# ---------------------------------------------------------------- token-level modules
-
-
-@pytest.mark.parametrize("bidirectional", [False, True])
-def test_cross_attention_projects_only_when_needed_and_ignores_padding(bidirectional):
-    rng = np.random.default_rng(0)
-    q = rng.normal(size=(B, 6, WIDTH)).astype(np.float32)
-    c = rng.normal(size=(B, 4, 12)).astype(np.float32)
-    qm = np.array([[1, 1, 1, 0, 0, 0], [1] * 6], bool)
-    cm = np.array([[1, 1, 0, 1], [1, 1, 1, 0]], bool)
-    module = CrossAttentionFusion(WIDTH, 2, 2, 32, bidirectional=bidirectional)
-    params = np_params(module, q, qm, c, cm)
-    assert "query_proj" not in params["params"] and "context_proj" in params["params"]
-    apply = jax.jit(module.apply)
-    out = apply(params, q, qm, c, cm)
-    q2, c2 = q.copy(), c.copy()
-    q2[~qm], c2[~cm] = 1e4, np.nan
-    out2 = apply(params, q2, qm, c2, cm)
-    for key in out:
-        np.testing.assert_allclose(out2[key], out[key], atol=1e-6, err_msg=key)
-    c3 = c.copy()
-    c3[0, 3] += 1.0
-    assert np.abs(apply(params, q, qm, c3, cm)["pooled"][0] - out["pooled"][0]).max() > 1e-4
-
-
-def test_feature_sequence_encoder_masked_mean_and_errors():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(B, 5, AUDIO_DIM)).astype(np.float32)
-    module = FeatureSequenceEncoder(8, depth=0, num_heads=2, mlp_dim=16, max_len=6)
-    params = np_params(module, x, AUDIO_MASK)
-    out = module.apply(params, x, AUDIO_MASK)
-    tokens = np.asarray(out["tokens"])
-    assert not tokens[~AUDIO_MASK].any()
-    ref = tokens.sum(1) / AUDIO_MASK.sum(1, keepdims=True)
-    np.testing.assert_allclose(out["pooled"], ref, rtol=1e-6)
-    with pytest.raises(ValueError, match="max_len"):
-        module.apply(params, np.zeros((B, 7, AUDIO_DIM)), np.ones((B, 7), bool))
-    with pytest.raises(ValueError, match="must be bool"):
-        module.apply(params, x, AUDIO_MASK.astype(np.int32))
-
-
 def test_training_options_trace_with_dropout_remat_scan_and_bfloat16():
     """Training-mode options trace (``eval_shape``: no compile) for the kinds with their own
     transformer or attention (the vector kinds add no dropout or layers): dropout rngs,
     per-block remat, scanned layers, bf16 compute with fp32 params."""
     inputs = make_inputs()
-    for kind in (*TOKEN_KINDS, "graph"):
-        cfg = model_config(kind, dropout_rate=0.1)
+    for kind in (*(k for k in KINDS if token_level(k)), "graph"):
+        cfg = model_config(kind, **(dict(dropout_rate=0.1) if token_level(kind) else {}))
         cfg.update(dict(remat="full", scan_layers=True, dtype="bfloat16"))
         cfg.features.audio.dropout_rate = 0.1
         model = build_fused_model(cfg)

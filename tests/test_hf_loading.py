@@ -142,14 +142,16 @@ def test_loaded_resnet_is_an_image_tower():
     """A TwoTower with a ResNet image encoder runs on the loaded weights and batch stats."""
     import flax.linen as nn
 
-    from mmjax.models.text import CLIPTextTransformer
-    from mmjax.models.towers import TwoTower
+    from mmjax.models.text import CLIPTextSpec, CLIPTextTransformer
+    from mmjax.models.towers import TwoTower, TwoTowerSpec
 
     resnet, variables = mmjax.hf.load(FIXTURES / "resnet-pt")
     text = CLIPTextTransformer(
-        vocab_size=64, context_length=8, width=16, depth=1, num_heads=2, mlp_dim=32, eos_id=63
+        CLIPTextSpec(
+            vocab_size=64, context_length=8, width=16, depth=1, num_heads=2, mlp_dim=32, eos_id=63
+        )
     )
-    model = TwoTower(image=resnet.image, text=text, embed_dim=8)
+    model = TwoTower(TwoTowerSpec(embed_dim=8), image=resnet.image, text=text)
     x, ids = jnp.asarray(images(size=32)), jnp.ones((2, 8), jnp.int32)
     shapes = nn.unbox(jax.eval_shape(model.init, jax.random.PRNGKey(0), x, ids))["params"]
     params = jax.tree.map(lambda s: jnp.full(s.shape, 0.1, s.dtype), shapes)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mmjax.models.layers import ACTIVATIONS, Encoder, MultiHeadAttention, TransformerBlock
+from mmjax.models.spec import TransformerSpec
 
 B, S, E, H = 2, 7, 16, 4
 
@@ -51,7 +52,7 @@ def test_attention_matches_numpy_reference(causal, with_padding):
 
 
 def test_causal_mask_hides_the_future():
-    enc = Encoder(depth=2, num_heads=H, mlp_dim=32)
+    enc = Encoder(TransformerSpec(depth=2, num_heads=H, mlp_dim=32))
     x = _x()
     params = enc.init(jax.random.PRNGKey(0), x)
     y = enc.apply(params, x, causal=True)
@@ -64,7 +65,7 @@ def test_causal_mask_hides_the_future():
 
 
 def test_padding_mask_hides_padded_keys():
-    enc = Encoder(depth=2, num_heads=H, mlp_dim=32, pre_norm=False)
+    enc = Encoder(TransformerSpec(depth=2, num_heads=H, mlp_dim=32, pre_norm=False))
     x = _x()
     lengths = jnp.array([S, 3])
     params = enc.init(jax.random.PRNGKey(0), x)
@@ -96,16 +97,18 @@ def test_cross_attention_shapes():
 @pytest.mark.parametrize("pre_norm", [True, False])
 def test_block_shapes_and_layouts_differ(pre_norm):
     x = _x()
-    block = TransformerBlock(num_heads=H, mlp_dim=32, pre_norm=pre_norm)
+    block = TransformerBlock(TransformerSpec(depth=1, num_heads=H, mlp_dim=32, pre_norm=pre_norm))
     params = block.init(jax.random.PRNGKey(0), x)
     y = block.apply(params, x)
     assert y.shape == (B, S, E) and y.dtype == jnp.float32
-    other = TransformerBlock(num_heads=H, mlp_dim=32, pre_norm=not pre_norm)
+    other = TransformerBlock(
+        TransformerSpec(depth=1, num_heads=H, mlp_dim=32, pre_norm=not pre_norm)
+    )
     assert not np.allclose(y, other.apply(params, x))
 
 
 def test_every_param_has_logical_axis_names():
-    enc = Encoder(depth=2, num_heads=H, mlp_dim=32)
+    enc = Encoder(TransformerSpec(depth=2, num_heads=H, mlp_dim=32))
     boxed = enc.init(jax.random.PRNGKey(0), _x())["params"]
     leaves = jax.tree.leaves(boxed, is_leaf=lambda v: isinstance(v, nn.LogicallyPartitioned))
     assert leaves and all(isinstance(v, nn.LogicallyPartitioned) for v in leaves)
@@ -117,12 +120,12 @@ def test_every_param_has_logical_axis_names():
 
 
 def test_bfloat16_compute_keeps_fp32_params():
-    enc = Encoder(depth=1, num_heads=H, mlp_dim=32, dtype=jnp.bfloat16)
+    enc = Encoder(TransformerSpec(depth=1, num_heads=H, mlp_dim=32, dtype=jnp.bfloat16))
     params = nn.unbox(enc.init(jax.random.PRNGKey(0), _x()))
     assert {p.dtype for p in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
     y = enc.apply(params, _x())
     assert y.dtype == jnp.bfloat16
-    y32 = Encoder(depth=1, num_heads=H, mlp_dim=32).apply(params, _x())
+    y32 = Encoder(TransformerSpec(depth=1, num_heads=H, mlp_dim=32)).apply(params, _x())
     np.testing.assert_allclose(np.asarray(y, np.float32), y32, atol=0.1)
 
 
@@ -131,13 +134,13 @@ def test_quick_gelu_and_unknown_activation():
     np.testing.assert_allclose(
         ACTIVATIONS["quick_gelu"](x), x / (1 + np.exp(-1.702 * x)), rtol=1e-5
     )
-    block = TransformerBlock(num_heads=H, mlp_dim=32, act="nope")
+    block = TransformerBlock(TransformerSpec(depth=1, num_heads=H, mlp_dim=32, act="nope"))
     with pytest.raises(ValueError, match="unknown activation 'nope'"):
         block.init(jax.random.PRNGKey(0), _x())
 
 
 def test_dropout_is_active_only_in_training():
-    enc = Encoder(depth=1, num_heads=H, mlp_dim=32, dropout_rate=0.5)
+    enc = Encoder(TransformerSpec(depth=1, num_heads=H, mlp_dim=32, dropout_rate=0.5))
     x = _x()
     params = enc.init(jax.random.PRNGKey(0), x)
     a = enc.apply(params, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})

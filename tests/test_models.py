@@ -7,15 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax.models.text import BertEncoder, CLIPTextTransformer
+from mmjax.models.text import BertEncoder, BertTextSpec, CLIPTextSpec, CLIPTextTransformer
 from mmjax.models.towers import build_two_tower
-from mmjax.models.vision import VisionTransformer
+from mmjax.models.vision import VisionTransformer, ViTSpec
 
 
 @pytest.mark.parametrize("pool,seq", [("cls", 17), ("mean", 16), ("map", 16)])
 def test_vit_pools(pool, seq):
     vit = VisionTransformer(
-        image_size=32, patch_size=8, width=24, depth=1, num_heads=2, mlp_dim=48, pool=pool
+        ViTSpec(image_size=32, patch_size=8, width=24, depth=1, num_heads=2, mlp_dim=48, pool=pool)
     )
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 32, 32, 3))
     params = vit.init(jax.random.PRNGKey(1), x)
@@ -25,15 +25,15 @@ def test_vit_pools(pool, seq):
 
 
 def test_vit_rejects_wrong_image_size():
-    vit = VisionTransformer(image_size=32, patch_size=8, width=8, depth=1, num_heads=2, mlp_dim=8)
+    spec = ViTSpec(image_size=32, patch_size=8, width=8, depth=1, num_heads=2, mlp_dim=8)
+    vit = VisionTransformer(spec)
     with pytest.raises(ValueError, match="model expects"):
         vit.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))
 
 
 def _clip_text(**kw):
-    return CLIPTextTransformer(
-        vocab_size=20, context_length=8, width=16, depth=2, num_heads=2, mlp_dim=32, eos_id=3, **kw
-    )
+    spec = dict(vocab_size=20, context_length=8, width=16, depth=2, num_heads=2, mlp_dim=32)
+    return CLIPTextTransformer(CLIPTextSpec(**spec, eos_id=3, **kw))
 
 
 def test_clip_text_pools_at_end_of_text():
@@ -52,7 +52,8 @@ def test_clip_text_pools_at_end_of_text():
 
 
 def test_bert_encoder_ignores_padding():
-    model = BertEncoder(vocab_size=20, max_positions=8, width=16, depth=2, num_heads=2, mlp_dim=32)
+    spec = BertTextSpec(vocab_size=20, context_length=8, width=16, depth=2, num_heads=2, mlp_dim=32)
+    model = BertEncoder(spec)
     tokens = jnp.array([[2, 5, 6, 3, 0, 0, 0, 0]])
     mask = tokens != 0
     params = model.init(jax.random.PRNGKey(0), tokens, mask)
@@ -106,4 +107,27 @@ def test_bfloat16_compute(tiny_config):
 def test_unknown_text_kind(tiny_config):
     tiny_config.model.text.kind = "gpt"
     with pytest.raises(ValueError, match="config.model.text.kind"):
+        build_two_tower(tiny_config.model)
+
+
+def test_config_sections_become_specs_or_name_the_bad_key(tiny_config):
+    from mmjax.config import ConfigError
+    from mmjax.models.spec import runtime_fields, spec_from_config
+
+    image = tiny_config.model.image.to_dict()
+    spec = spec_from_config(
+        ViTSpec, image, "config.model.image", **runtime_fields(tiny_config.model)
+    )
+    assert spec.width == image["width"] and spec.posemb_interp == "none"  # the spec's default
+    assert VisionTransformer(spec).width == image["width"]  # fields read through the module
+    for change, message in [
+        (dict(image, widht=8), r"config.model.image: unknown keys \['widht'\]"),
+        ({k: v for k, v in image.items() if k != "depth"}, r"missing keys \['depth'\]"),
+        (dict(image, pool="nope"), "config.model.image: pool: unknown 'nope'"),
+        (dict(image, dtype="bfloat16"), "model-wide"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            spec_from_config(ViTSpec, change, "config.model.image", dtype=jnp.float32)
+    tiny_config.model.text.kind = "gpt"
+    with pytest.raises(ConfigError, match=r"known: \['bert', 'clip'\]"):
         build_two_tower(tiny_config.model)

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from mmjax.models.video import (
+    VideoSpec,
     VideoTransformer,
     inflate_image_params,
     inflate_kernel,
     posemb_sincos_1d,
 )
-from mmjax.models.vision import VisionTransformer
+from mmjax.models.vision import VisionTransformer, ViTSpec
 from mmjax.optim.param_rules import flat_params, unflat_params
 from mmjax.train.init_from import match_layer_layout
 
@@ -21,7 +22,7 @@ TOWER = dict(image_size=16, patch_size=8, width=16, depth=2, num_heads=2, mlp_di
 
 
 def video_tower(**kw) -> VideoTransformer:
-    return VideoTransformer(**{**TOWER, "num_frames": 4, "tubelet": 2, **kw})
+    return VideoTransformer(VideoSpec(**{**TOWER, "num_frames": 4, "tubelet": 2, **kw}))
 
 
 def init(model, x):
@@ -64,7 +65,7 @@ def test_inflated_image_tower_sees_a_still_clip_as_its_frame(mode):
     """An image tower's weights inflated into a joint space-time video tower: a clip of T
     identical frames gives the image tower's output on that frame (averaged inflation);
     with central-frame inflation, only the middle frame of each tubelet counts."""
-    image = VisionTransformer(**TOWER, pool="mean")
+    image = VisionTransformer(ViTSpec(**TOWER, pool="mean"))
     frame = np.random.default_rng(1).standard_normal((2, 16, 16, 3)).astype(np.float32)
     image_params = init(image, frame)
     video = video_tower(pool="mean")

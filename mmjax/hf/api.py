@@ -52,7 +52,7 @@ def dummy_inputs(module: nn.Module) -> tuple[tuple, dict]:
         n = module.image.image_size
         return (jnp.zeros((1, n, n, 3)),), {}
     if isinstance(module, HFBert):
-        return (jnp.zeros((1, min(8, module.text.max_positions)), jnp.int32),), {}
+        return (jnp.zeros((1, min(8, module.text.context_length)), jnp.int32),), {}
     if isinstance(module, HFResNet):
         return (jnp.zeros((1, 32, 32, 3)),), {}
     raise TypeError(f"no dummy inputs for {type(module).__name__}")
@@ -124,12 +124,13 @@ def load(
 
 
 def with_scan_layers(module: nn.Module, scan: bool = True) -> nn.Module:
-    """``module`` with ``scan_layers=scan`` on every sub-module that has the field."""
+    """``module`` with ``scan_layers=scan`` in the spec of every sub-module whose spec has
+    the field (``models/spec.py``)."""
     changes = {}
     for f in dataclasses.fields(module):
         value = getattr(module, f.name, None)
-        if f.name == "scan_layers":
-            changes[f.name] = scan
+        if f.name == "spec" and "scan_layers" in getattr(value, "__dataclass_fields__", {}):
+            changes[f.name] = dataclasses.replace(value, scan_layers=scan)
         elif isinstance(value, nn.Module):
             changes[f.name] = with_scan_layers(value, scan)
     return module.clone(**changes) if changes else module

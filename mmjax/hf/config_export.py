@@ -174,7 +174,7 @@ def hf_config(module: nn.Module) -> tuple[dict[str, Any], KeyTable, bool]:
             architectures=["BertForMaskedLM" if module.mlm else "BertModel"],
             model_type="bert",
             type_vocab_size=t.type_vocab_size,
-            **_fields(t, {**TEXT_FIELDS, "max_position_embeddings": "max_positions"}),
+            **_fields(t, {**TEXT_FIELDS, "max_position_embeddings": "context_length"}),
         )
         return cfg, bert_table(), module.mlm
     if isinstance(module, HFResNet):

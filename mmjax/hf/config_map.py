@@ -15,18 +15,15 @@ import jax.numpy as jnp
 import ml_collections
 
 from mmjax.hf import config_vision
+from mmjax.hf.defaults import DEFAULTS
 from mmjax.hf.keymap import KeyTable
 from mmjax.hf.modules import HFBert, HFResNet, HFViT
 from mmjax.hf.tables.bert import bert_table
 from mmjax.hf.tables.clip import clip_table, siglip_table
 from mmjax.hf.tables.resnet import resnet_table
 from mmjax.hf.tables.vit import vit_table
-from mmjax.models.towers import (
-    DTYPES,
-    build_image_encoder,
-    build_text_encoder,
-    build_two_tower,
-)
+from mmjax.models.spec import DTYPES
+from mmjax.models.towers import build_image_encoder, build_text_encoder, build_two_tower
 
 HF_ACTS = {
     "gelu": "gelu",
@@ -58,80 +55,9 @@ BASE_CLASS = {
     **config_vision.BASE_CLASS,
 }
 
-# transformers' defaults for keys that save_pretrained may leave out.
-CLIP_TEXT = dict(
-    vocab_size=49408,
-    hidden_size=512,
-    intermediate_size=2048,
-    num_hidden_layers=12,
-    num_attention_heads=8,
-    max_position_embeddings=77,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-    eos_token_id=49407,
-    projection_dim=512,
-)
-CLIP_VISION = dict(
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    num_channels=3,
-    image_size=224,
-    patch_size=32,
-    hidden_act="quick_gelu",
-    layer_norm_eps=1e-5,
-)
-SIGLIP_TEXT = dict(
-    vocab_size=32000,
-    hidden_size=768,
-    intermediate_size=3072,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    max_position_embeddings=64,
-    hidden_act="gelu_pytorch_tanh",
-    layer_norm_eps=1e-6,
-    eos_token_id=1,
-)
-SIGLIP_VISION = dict(
-    CLIP_VISION,
-    image_size=224,
-    patch_size=16,
-    hidden_act="gelu_pytorch_tanh",
-    layer_norm_eps=1e-6,
-    vision_use_head=True,
-)
-VIT = dict(
-    CLIP_VISION,
-    image_size=224,
-    patch_size=16,
-    hidden_act="gelu",
-    layer_norm_eps=1e-12,
-    qkv_bias=True,
-    pooler_act="tanh",
-)
-BERT = dict(
-    vocab_size=30522,
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    hidden_act="gelu",
-    max_position_embeddings=512,
-    type_vocab_size=2,
-    layer_norm_eps=1e-12,
-    position_embedding_type="absolute",
-)
-RESNET = dict(
-    num_channels=3,
-    embedding_size=64,
-    hidden_sizes=[256, 512, 1024, 2048],
-    depths=[3, 4, 6, 3],
-    layer_type="bottleneck",
-    hidden_act="relu",
-    downsample_in_first_stage=False,
-    downsample_in_bottleneck=False,
-)
+CLIP_TEXT, CLIP_VISION = DEFAULTS["clip_text"], DEFAULTS["clip_vision"]
+SIGLIP_TEXT, SIGLIP_VISION = DEFAULTS["siglip_text"], DEFAULTS["siglip_vision"]
+VIT, BERT, RESNET = DEFAULTS["vit"], DEFAULTS["bert"], DEFAULTS["resnet"]
 
 
 class ConfigMapError(ValueError):

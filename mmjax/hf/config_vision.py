@@ -12,43 +12,14 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
+from mmjax.hf.defaults import DEFAULTS
 from mmjax.hf.keymap import KeyTable
 from mmjax.hf.modules import HFVisionModel
 from mmjax.hf.tables.beit import beit_table, dinov2_table
 from mmjax.models.towers import build_image_encoder
 from mmjax.models.vision import VisionTransformer
 
-BEIT = dict(
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    intermediate_size=3072,
-    hidden_act="gelu",
-    layer_norm_eps=1e-12,
-    image_size=224,
-    patch_size=16,
-    num_channels=3,
-    use_absolute_position_embeddings=False,
-    use_relative_position_bias=False,
-    use_shared_relative_position_bias=False,
-    layer_scale_init_value=0.1,
-    use_mean_pooling=True,
-)
-DINOV2 = dict(
-    hidden_size=768,
-    num_hidden_layers=12,
-    num_attention_heads=12,
-    mlp_ratio=4,
-    hidden_act="gelu",
-    layer_norm_eps=1e-6,
-    image_size=224,
-    patch_size=14,
-    num_channels=3,
-    qkv_bias=True,
-    layerscale_value=1.0,
-    use_swiglu_ffn=False,
-    num_register_tokens=0,
-)
+BEIT, DINOV2 = DEFAULTS["beit"], DEFAULTS["dinov2"]  # transformers' defaults
 # transformers class -> (family, has a classifier)
 ARCHITECTURES = {
     "BeitModel": ("beit", False),

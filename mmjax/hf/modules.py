@@ -19,6 +19,16 @@ from mmjax.models.text import BertEncoder
 from mmjax.models.vision import VisionTransformer
 
 
+def with_logits(
+    result: dict[str, jax.Array], pooled: jax.Array, num_labels: int, dtype: Dtype
+) -> dict[str, jax.Array]:
+    """``result`` plus ``'logits'`` ``[batch, num_labels]`` of a linear classifier (``head``)
+    on ``pooled`` when ``num_labels > 0``; call inside the wrapper's compact ``__call__``."""
+    if num_labels:
+        result["logits"] = ClassifierHead(num_labels, dtype, name="head")(pooled)
+    return result
+
+
 class HFViT(nn.Module):
     """``ViTModel`` (``pooler=True``) / ``ViTForImageClassification`` (``num_labels > 0``).
 
@@ -40,10 +50,7 @@ class HFViT(nn.Module):
         if self.pooler:
             pooler = TanhPooler(self.image.width, self.dtype, name="pooler")
             result["pooler_output"] = pooler(out["pooled"])
-        if self.num_labels:
-            head = ClassifierHead(self.num_labels, self.dtype, name="head")
-            result["logits"] = head(out["pooled"])
-        return result
+        return with_logits(result, out["pooled"], self.num_labels, self.dtype)
 
 
 class HFBert(nn.Module):
@@ -103,10 +110,7 @@ class HFResNet(nn.Module):
             pixel_values, deterministic=deterministic, train_batch_norm=train_batch_norm
         )
         result = {"last_hidden_state": out["tokens"], "pooler_output": out["pooled"]}
-        if self.num_labels:
-            head = ClassifierHead(self.num_labels, self.dtype, name="head")
-            result["logits"] = head(out["pooled"])
-        return result
+        return with_logits(result, out["pooled"], self.num_labels, self.dtype)
 
 
 class HFVisionModel(nn.Module):
@@ -129,7 +133,4 @@ class HFVisionModel(nn.Module):
     ) -> dict[str, jax.Array]:
         out = self.image(pixel_values, deterministic=deterministic)
         result = {"last_hidden_state": out["tokens"], "pooler_output": out["pooled"]}
-        if self.num_labels:
-            head = ClassifierHead(self.num_labels, self.dtype, name="head")
-            result["logits"] = head(out["pooled"])
-        return result
+        return with_logits(result, out["pooled"], self.num_labels, self.dtype)

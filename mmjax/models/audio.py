@@ -11,12 +11,17 @@ pooling and the returned tokens.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.fusion import key_mask, masked_mean, zero_padding
-from mmjax.models.layers import Dtype, Encoder, dense_init, layer_norm
+from mmjax.models.common import key_mask, masked_mean, patch_embedding, zero_padding
+from mmjax.models.kinds import register_image_encoder
+from mmjax.models.layers import Encoder, dense_init, layer_norm
+from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
 from mmjax.models.vision import posemb_sincos_2d
 
 POOLS = ("cls", "mean")
@@ -31,46 +36,50 @@ def patch_mask(frame_mask: jax.Array, time_patch: int, freq_patches: int) -> jax
     return jnp.repeat(real, freq_patches, axis=1)
 
 
-class AudioTransformer(nn.Module):
-    """``spectrograms`` float ``[batch, max_frames, num_mels]`` (+ bool ``mask``
-    ``[batch, max_frames]``, all real when ``None``) -> ``{'tokens': [batch, seq, width],
-    'pooled': [batch, width], 'mask': bool [batch, seq]}`` with ``seq`` the patches
-    (+1 for the class token, always real). Padded tokens are 0."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AudioSpec(TransformerSpec):
+    """``AudioTransformer``'s options: spectrogram size, patch size, width, pooling and
+    positions."""
 
     max_frames: int
     num_mels: int
     time_patch: int
     freq_patch: int
     width: int
-    depth: int
-    num_heads: int
-    mlp_dim: int
     pool: str = "mean"
     posemb: str = "learn"
-    act: str = "gelu"
-    ln_eps: float = 1e-5
-    dropout_rate: float = 0.0
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"
-    scan_layers: bool = False
 
-    def grid(self) -> tuple[int, int]:
-        """``(time patches, frequency patches)``."""
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("pool", self.pool, POOLS)
+        check_choice("posemb", self.posemb, POSEMBS)
         if self.max_frames % self.time_patch or self.num_mels % self.freq_patch:
             raise ValueError(
                 f"a {self.max_frames} x {self.num_mels} spectrogram is not divisible into "
                 f"{self.time_patch} x {self.freq_patch} patches"
             )
+
+
+@register_image_encoder("audio")
+class AudioTransformer(SpecModule):
+    """``spectrograms`` float ``[batch, max_frames, num_mels]`` (+ bool ``mask``
+    ``[batch, max_frames]``, all real when ``None``) -> ``{'tokens': [batch, seq, width],
+    'pooled': [batch, width], 'mask': bool [batch, seq]}`` with ``seq`` the patches
+    (+1 for the class token, always real). Padded tokens are 0."""
+
+    Spec: ClassVar[type] = AudioSpec
+    spec: AudioSpec
+    takes_mask: ClassVar[bool] = True  # a frame mask [batch, max_frames]
+    grid_tokens: ClassVar[bool] = False
+
+    def grid(self) -> tuple[int, int]:
+        """``(time patches, frequency patches)``."""
         return self.max_frames // self.time_patch, self.num_mels // self.freq_patch
 
     @nn.compact
     def __call__(
         self, spectrograms: jax.Array, mask: jax.Array | None = None, *, deterministic: bool = True
     ) -> dict[str, jax.Array]:
-        for name, value, known in (("pool", self.pool, POOLS), ("posemb", self.posemb, POSEMBS)):
-            if value not in known:
-                raise ValueError(f"config.model.audio.{name}: unknown {value!r}; known: {known}")
         want = (self.max_frames, self.num_mels)
         if spectrograms.ndim != 3 or spectrograms.shape[1:] != want:
             raise ValueError(
@@ -81,19 +90,9 @@ class AudioTransformer(nn.Module):
             mask = jnp.ones((batch, self.max_frames), jnp.bool_)
         steps, bands = self.grid()
         w = self.width
-        x = nn.Conv(
-            w,
-            kernel_size=(self.time_patch, self.freq_patch),
-            strides=(self.time_patch, self.freq_patch),
-            padding="VALID",
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="patch_embed",
-        )(  # padded frames zeroed: a last, partial patch sees zeros whatever the padding
+        # padded frames zeroed: a last, partial patch sees zeros whatever the padding
+        patches = (self.time_patch, self.freq_patch)
+        x = patch_embedding(w, patches, True, self.dtype)(
             jnp.where(mask[..., None], spectrograms, 0).astype(self.dtype)[..., None]
         )  # [batch, steps, bands, width]
         x = x.reshape(batch, steps * bands, w)
@@ -121,20 +120,9 @@ class AudioTransformer(nn.Module):
             tokens_mask = jnp.concatenate([jnp.ones((batch, 1), jnp.bool_), tokens_mask], 1)
         x = zero_padding(x, tokens_mask)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = Encoder(
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=True,
-            act=self.act,
-            ln_eps=self.ln_eps,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            name="encoder",
-        )(x, mask=key_mask(tokens_mask), deterministic=deterministic)
+        x = Encoder(self.spec.transformer(), name="encoder")(
+            x, mask=key_mask(tokens_mask), deterministic=deterministic
+        )
         tokens = zero_padding(layer_norm(self.ln_eps, self.dtype, name="ln_post")(x), tokens_mask)
         pooled = tokens[:, 0] if self.pool == "cls" else masked_mean(tokens, tokens_mask)
         return {"tokens": tokens, "pooled": pooled, "mask": tokens_mask}

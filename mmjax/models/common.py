@@ -1,5 +1,6 @@
 """Pieces every mmjax module shares: array / dtype aliases, activations by name, the
-initializers and a LayerNorm whose params carry logical axis names."""
+initializers, a LayerNorm whose params carry logical axis names, and the padding-mask
+helpers (masks are bool ``[batch, seq]``, True = real token)."""
 
 from __future__ import annotations
 
@@ -57,4 +58,52 @@ def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNor
         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
         name=name,
+    )
+
+
+def zero_padding(tokens: Array, mask: Array) -> Array:
+    """``[batch, seq, dim]`` with padded positions (``mask`` False) set to exactly 0
+    (``jnp.where``, so even NaN padding is harmless)."""
+    return jnp.where(mask[..., None], tokens, jnp.zeros((), tokens.dtype))
+
+
+def key_mask(mask: Array) -> Array:
+    """Key-padding mask ``[batch, seq]`` -> ``[batch, 1, 1, seq]`` for ``MultiHeadAttention``."""
+    return mask[:, None, None, :]
+
+
+def masked_mean(tokens: Array, mask: Array) -> Array:
+    """Mean over real tokens: ``[batch, seq, dim]``, ``[batch, seq]`` -> ``[batch, dim]``."""
+    m = mask.astype(tokens.dtype)[..., None]
+    total = jnp.sum(zero_padding(tokens, mask) * m, axis=1)
+    return total / jnp.maximum(jnp.sum(m, axis=1), 1)
+
+
+def check_tokens(name: str, tokens: Array, mask: Array) -> None:
+    """Shape check: ``tokens`` ``[batch, seq, dim]`` and bool ``mask`` ``[batch, seq]``."""
+    if tokens.ndim != 3:
+        raise ValueError(f"{name}: tokens must be [batch, seq, dim], got shape {tokens.shape}")
+    if mask.shape != tokens.shape[:2]:
+        raise ValueError(f"{name}: mask {mask.shape} != tokens' [batch, seq] {tokens.shape[:2]}")
+    if mask.dtype != jnp.bool_:
+        raise ValueError(f"{name}: mask must be bool (True = real token), got {mask.dtype}")
+
+
+def patch_embedding(width: int, patch: tuple[int, ...], use_bias: bool, dtype: Dtype) -> nn.Conv:
+    """Non-overlapping patches (a convolution with stride = kernel = ``patch``, 2-D for
+    images / spectrograms, 3-D tubelets for video) to ``width`` features, named
+    ``patch_embed``; the kernel ``[*patch, channels, width]`` carries ``embed`` last."""
+    return nn.Conv(
+        width,
+        kernel_size=patch,
+        strides=patch,
+        padding="VALID",
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (*(None,) * (len(patch) + 1), "embed")
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name="patch_embed",
     )

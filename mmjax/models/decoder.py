@@ -15,6 +15,7 @@ learned temperature of the contrastive loss.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -22,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.config import ConfigError
 from mmjax.models.layers import (
     Dtype,
     Encoder,
@@ -30,11 +32,35 @@ from mmjax.models.layers import (
     kernel_init,
     layer_norm,
 )
-from mmjax.models.text import embed, position_embedding
-from mmjax.models.towers import build_image_encoder, dtype_from_name, l2_normalize
+from mmjax.models.spec import SpecModule, runtime_fields, spec_from_config
+from mmjax.models.text import TextSpec, embed, position_embedding
+from mmjax.models.towers import build_image_encoder, l2_normalize
 
 
-class CaptionDecoder(nn.Module):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DecoderSpec(TextSpec):
+    """``CaptionDecoder``'s options (``config.model.text`` with ``kind='coca'``): ``depth``
+    multimodal (cross-attending) layers after ``unimodal_depth`` text-only ones, positions
+    for ``context_length`` tokens, the end-of-text id (CoCa's text pooling)."""
+
+    eos_id: int
+    unimodal_depth: int = 0
+    tie_embeddings: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CoCaSpec:
+    """``CoCa``'s own options (``config.model``): the contrastive embedding size and
+    temperature, and the attentional pooler's query count (0: no pooler)."""
+
+    embed_dim: int = 0
+    contrastive: bool = True
+    caption_queries: int = 0
+    logit_scale_init: float = math.log(1 / 0.07)
+    dtype: Dtype = jnp.float32
+
+
+class CaptionDecoder(SpecModule):
     """Causal text decoder cross-attending to a context (image tokens).
 
     ``tokens`` int32 ``[batch, seq]`` (BOS first; right padding needs no mask: a causal
@@ -55,21 +81,7 @@ class CaptionDecoder(nn.Module):
     takes ``[batch, 1]`` tokens at the next position (``cache/position``).
     """
 
-    vocab_size: int
-    width: int
-    depth: int  # multimodal (cross-attending) layers
-    num_heads: int
-    mlp_dim: int
-    max_len: int
-    unimodal_depth: int = 0
-    act: str = "gelu"
-    ln_eps: float = 1e-5
-    tie_embeddings: bool = True
-    dropout_rate: float = 0.0
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"
-    scan_layers: bool = False
+    spec: DecoderSpec
 
     @nn.compact
     def __call__(
@@ -82,10 +94,12 @@ class CaptionDecoder(nn.Module):
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
         seq = tokens.shape[1]
-        if seq > self.max_len:
-            raise ValueError(f"text has {seq} tokens, the decoder's max_len is {self.max_len}")
+        if seq > self.context_length:
+            raise ValueError(
+                f"text has {seq} tokens, the decoder's context_length is {self.context_length}"
+            )
         token_embed = embed(self.vocab_size, self.width, "token_embed")
-        pos = position_embedding(self, self.max_len, self.width, "pos_embed")
+        pos = position_embedding(self, self.context_length, self.width, "pos_embed")
         if decode:
             stepping = self.has_variable("cache", "position")
             position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
@@ -96,28 +110,18 @@ class CaptionDecoder(nn.Module):
                 position.value = position.value + 1
         x = (token_embed(tokens) + pos[None, :seq]).astype(self.dtype)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        stack = dict(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=True,
-            act=self.act,
-            ln_eps=self.ln_eps,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            decode=decode,
-        )
         out = {}
         if self.unimodal_depth:
-            x = Encoder(depth=self.unimodal_depth, **stack, name="unimodal")(
+            unimodal = self.spec.transformer(depth=self.unimodal_depth)
+            x = Encoder(unimodal, decode=decode, name="unimodal")(
                 x, causal=True, deterministic=deterministic
             )
             out["unimodal"] = layer_norm(self.ln_eps, self.dtype, name="ln_unimodal")(x)
         if context is None:
             return out
-        x = Encoder(depth=self.depth, cross_attention=True, **stack, name="multimodal")(
+        x = Encoder(
+            self.spec.transformer(), cross_attention=True, decode=decode, name="multimodal"
+        )(
             x,
             causal=True,
             context=context,
@@ -179,7 +183,7 @@ def eos_pool(x: jax.Array, tokens: jax.Array, eos_id: int) -> jax.Array:
     return jnp.take_along_axis(x, at[:, None, None], axis=1)[:, 0]
 
 
-class CoCa(nn.Module):
+class CoCa(SpecModule):
     """Contrastive captioner: image encoder + ``CaptionDecoder`` (+ contrastive head).
 
     The decoder cross-attends to the image encoder's tokens after a LayerNorm
@@ -192,20 +196,15 @@ class CoCa(nn.Module):
     projected to ``embed_dim`` and L2-normalized.
     """
 
+    spec: CoCaSpec
     image: nn.Module
     decoder: CaptionDecoder
-    eos_id: int
-    embed_dim: int = 0
-    contrastive: bool = True
-    caption_queries: int = 0
-    pool_heads: int = 4
-    logit_scale_init: float = math.log(1 / 0.07)
-    dtype: Any = jnp.float32
 
     def setup(self) -> None:
         if self.caption_queries:
+            heads = self.image.num_heads  # the image tower's
             self.pooler = AttentionalPooler(
-                self.caption_queries, self.pool_heads, dtype=self.dtype, name="pooler"
+                self.caption_queries, heads, dtype=self.dtype, name="pooler"
             )
         else:
             self.context_norm = layer_norm(1e-5, self.dtype, name="context_norm")
@@ -250,7 +249,7 @@ class CoCa(nn.Module):
     def encode_text(self, tokens: jax.Array, *, deterministic: bool = True) -> jax.Array:
         """Tokens ``[batch, seq]`` -> L2-normalized fp32 text embedding ``[batch, embed_dim]``."""
         unimodal = self.decoder(tokens, deterministic=deterministic)["unimodal"]
-        return l2_normalize(self.text_proj(eos_pool(unimodal, tokens, self.eos_id)))
+        return l2_normalize(self.text_proj(eos_pool(unimodal, tokens, self.decoder.eos_id)))
 
     def decode_step(self, tokens: jax.Array, context: jax.Array) -> jax.Array:
         """One cached decode step (``mutable=['cache']``): ``[batch, 1]`` tokens -> logits
@@ -268,51 +267,30 @@ class CoCa(nn.Module):
         if self.contrastive:
             out["image"] = enc["image"]
             out["text"] = l2_normalize(
-                self.text_proj(eos_pool(dec["unimodal"], tokens, self.eos_id))
+                self.text_proj(eos_pool(dec["unimodal"], tokens, self.decoder.eos_id))
             )
             out["logit_scale"] = self.logit_scale
         return out
 
 
 def build_coca(model_cfg: Any, contrastive: bool) -> CoCa:
-    """``CoCa`` from ``config.model`` (``image``: a ViT config as for ``TwoTower``;
-    ``text``: the decoder, see ``configs/caption_coca.py``)."""
-    dtype = dtype_from_name(model_cfg.dtype)
-    impl = model_cfg.get("attention_impl") or None
-    memory = dict(
-        remat=model_cfg.get("remat", "none"), scan_layers=bool(model_cfg.get("scan_layers", False))
-    )
+    """``CoCa`` from ``config.model`` (``image``: an image tower as for ``TwoTower``;
+    ``text``: the decoder, ``kind='coca'``, see ``configs/caption_coca.py``)."""
+    runtime = runtime_fields(model_cfg)
     t = model_cfg.text
     if t.get("kind", "coca") != "coca":
-        raise ValueError(f"config.model.text.kind: the caption task needs 'coca', got {t.kind!r}")
+        raise ConfigError(f"config.model.text.kind: the caption task needs 'coca', got {t.kind!r}")
     if contrastive and not t.get("unimodal_depth", 0):
-        raise ValueError(
+        raise ConfigError(
             "config.model.text.unimodal_depth must be > 0 when config.task.contrastive_weight > 0"
         )
-    decoder = CaptionDecoder(
-        vocab_size=t.vocab_size,
-        width=t.width,
-        depth=t.depth,
-        num_heads=t.num_heads,
-        mlp_dim=t.mlp_dim,
-        max_len=t.context_length,
-        unimodal_depth=t.get("unimodal_depth", 0),
-        act=t.get("act", "gelu"),
-        ln_eps=t.get("ln_eps", 1e-5),
-        tie_embeddings=t.get("tie_embeddings", True),
-        dropout_rate=t.get("dropout_rate", 0.0),
-        dtype=dtype,
-        attention_impl=impl,
-        **memory,
-    )
+    # bos_id / pad_id are the caption task's (generation, loss mask).
+    ignore = ("kind", "bos_id", "pad_id")
+    spec = spec_from_config(DecoderSpec, t, "config.model.text", ignore, **runtime)
+    own = {k: model_cfg[k] for k in ("embed_dim", "caption_queries", "logit_scale_init")}
+    own = {k: v for k, v in own.items() if k in model_cfg}
     return CoCa(
-        image=build_image_encoder(model_cfg.image, dtype, impl, **memory),
-        decoder=decoder,
-        eos_id=t.eos_id,
-        embed_dim=model_cfg.get("embed_dim", 0),
-        contrastive=contrastive,
-        caption_queries=model_cfg.get("caption_queries", 0),
-        pool_heads=model_cfg.image.num_heads,
-        logit_scale_init=model_cfg.get("logit_scale_init", math.log(1 / 0.07)),
-        dtype=dtype,
+        spec_from_config(CoCaSpec, own, "config.model", contrastive=contrastive, **runtime),
+        image=build_image_encoder(model_cfg.image, **runtime),
+        decoder=CaptionDecoder(spec),
     )

@@ -13,8 +13,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.config import ConfigError
 from mmjax.models.fused import FusedModel, build_fused_model
+from mmjax.models.fusion import CrossAttentionFusion
 from mmjax.models.heads import ClassifierHead, MLMHead, dense
+from mmjax.models.text import BertEncoder
 from mmjax.models.towers import l2_normalize
 
 Batch = dict[str, jax.Array]
@@ -243,27 +246,28 @@ def build_itm_mlm_model(cfg: Any) -> ITMMLMModel:
     """``ITMMLMModel`` from ``config.model`` (see ``configs/itm_mlm_synthetic.py``): the
     ``FusedModel`` of ``build_fused_model`` (an ``image`` tower, a ``text`` tower with
     ``kind='bert'``, ``fusion.kind='cross_attention'`` with ``fusion.width == text.width``)
-    plus ``embed_dim`` / ``logit_scale_init`` for ITC."""
-    if cfg.text.kind != "bert":
-        raise ValueError(
+    plus ``embed_dim`` / ``logit_scale_init`` for ITC; the MLM head takes the text
+    tower's activation and LayerNorm eps."""
+    if cfg.get("features"):
+        raise ConfigError("config.model.features: itm_mlm fuses only image and text")
+    base = build_fused_model(cfg)
+    if not isinstance(base.text, BertEncoder):
+        raise ConfigError(
             f"config.model.text.kind: itm_mlm needs a bidirectional 'bert' text encoder for "
-            f"masked LM, got {cfg.text.kind!r}"
+            f"masked LM, got {cfg.text.get('kind')!r}"
         )
-    if cfg.text.get("pool", "cls") == "none":
-        raise ValueError("config.model.text.pool: itm_mlm needs a pooled text output for ITC")
-    if cfg.fusion.get("kind") != "cross_attention":
-        raise ValueError(
+    if base.text.pool == "none":
+        raise ConfigError("config.model.text.pool: itm_mlm needs a pooled text output for ITC")
+    if type(base.fusion) is not CrossAttentionFusion:
+        raise ConfigError(
             f"config.model.fusion.kind: itm_mlm needs 'cross_attention', "
             f"got {cfg.fusion.get('kind')!r}"
         )
-    if cfg.fusion.width != cfg.text.width:
-        raise ValueError(
-            f"config.model.fusion.width ({cfg.fusion.width}) must equal config.model.text.width "
-            f"({cfg.text.width}): the MLM decoder is tied to the text word embeddings"
+    if base.fusion.width != base.text.width:
+        raise ConfigError(
+            f"config.model.fusion.width ({base.fusion.width}) must equal config.model.text."
+            f"width ({base.text.width}): the MLM decoder is tied to the text word embeddings"
         )
-    if cfg.get("features"):
-        raise ValueError("config.model.features: itm_mlm fuses only image and text")
-    base = build_fused_model(cfg)
     fields = {
         f.name: getattr(base, f.name)
         for f in dataclasses.fields(FusedModel)
@@ -273,6 +277,6 @@ def build_itm_mlm_model(cfg: Any) -> ITMMLMModel:
         **fields,
         embed_dim=cfg.embed_dim,
         logit_scale_init=cfg.logit_scale_init,
-        mlm_act=cfg.text.act,
-        mlm_ln_eps=cfg.text.get("ln_eps") or 1e-12,
+        mlm_act=base.text.act,
+        mlm_ln_eps=base.text.ln_eps,
     )

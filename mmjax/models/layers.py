@@ -11,6 +11,9 @@ activations get ``nn.with_logical_constraint`` at block boundaries, so the same
 module runs on one CPU or a sharded mesh; ``mmjax.parallel.sharding`` maps the logical
 names onto mesh axes.
 
+Every option is a field of ``spec.TransformerSpec`` (one frozen dataclass that
+``TransformerBlock`` and ``Encoder`` take as their ``spec``).
+
 Memory options of ``Encoder``: ``remat`` recomputes each block's activations in
 the backward pass (``'full'``) or keeps only its matmul outputs
 (``'dots_saveable'``); ``scan_layers`` runs one ``nn.scan``-ed block over params
@@ -46,6 +49,7 @@ from mmjax.models.common import (
     layer_norm,
 )
 from mmjax.models.relpos import RelativePositionBias
+from mmjax.models.spec import TransformerSpec
 
 # Re-exported: encoders import the shared pieces and the attention from this one module.
 __all__ = [
@@ -57,6 +61,7 @@ __all__ = [
     "MultiHeadAttention",
     "ScanBlock",
     "TransformerBlock",
+    "TransformerSpec",
     "activation",
     "dense_init",
     "kernel_init",
@@ -106,8 +111,19 @@ class Mlp(nn.Module):
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 
 
-class TransformerBlock(nn.Module):
-    """One transformer layer on ``[batch, seq, embed]``.
+class BlockOptions(nn.Module):
+    """The fields a block and a stack of blocks share: the ``spec`` and the per-use options
+    (see ``TransformerBlock``)."""
+
+    spec: TransformerSpec
+    cross_attention: bool = False
+    decode: bool = False
+    rel_pos_grid: tuple[int, int] | None = None
+
+
+class TransformerBlock(BlockOptions):
+    """One transformer layer on ``[batch, seq, embed]`` with the options of ``spec``
+    (``spec.depth`` is the stack's, unused here).
 
     ``pre_norm=True`` is the ViT/CLIP layout (``x + attn(ln(x))``);
     ``pre_norm=False`` is the BERT layout (``ln(x + attn(x))``).
@@ -119,26 +135,9 @@ class TransformerBlock(nn.Module):
     ``bias`` (``[1 or batch, heads, seq, seq]``) is added to the self-attention logits;
     ``rel_pos_grid=(h, w)`` adds this layer's own learned relative position bias
     (``rel_pos_bias/table``; BEiT, for ``1 + h*w`` tokens, class token first).
-    ``layer_scale`` (pre-norm only) multiplies each branch by a learned per-channel scale
-    (``ls1``, ``ls2`` ``[embed]``, initialized to that value; CaiT / BEiT / DINOv2).
-    ``mlp_gated``: a GLU MLP (``Mlp.gated``); ``key_bias=False``: no bias on the keys.
+    ``spec.layer_scale`` (pre-norm only) multiplies each branch by a learned per-channel
+    scale (``ls1``, ``ls2`` ``[embed]``, initialized to that value; CaiT / BEiT / DINOv2).
     """
-
-    num_heads: int
-    mlp_dim: int
-    pre_norm: bool = True
-    act: str = "gelu"
-    qkv_bias: bool = True
-    dropout_rate: float = 0.0
-    ln_eps: float = 1e-5
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    cross_attention: bool = False
-    decode: bool = False
-    key_bias: bool = True
-    layer_scale: float | None = None
-    mlp_gated: bool = False
-    rel_pos_grid: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(
@@ -154,52 +153,55 @@ class TransformerBlock(nn.Module):
     ) -> Array:
         # Positional arguments allowed: nn.remat marks static ones (causal,
         # deterministic) by position.
-        attn = MultiHeadAttention(
-            num_heads=self.num_heads,
-            qkv_bias=self.qkv_bias,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            implementation=self.attention_impl,
-            decode=self.decode,
-            key_bias=self.key_bias,
-            name="attn",
-        )
+        s = self.spec
+        attn = self._attention("attn", decode=self.decode, key_bias=s.key_bias)
         mlp = Mlp(
-            self.mlp_dim,
-            act=self.act,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            gated=self.mlp_gated,
+            s.mlp_dim,
+            act=s.act,
+            dropout_rate=s.dropout_rate,
+            dtype=s.dtype,
+            gated=s.mlp_gated,
             name="mlp",
         )
-        ln1 = layer_norm(self.ln_eps, self.dtype, name="ln1")
-        ln2 = layer_norm(self.ln_eps, self.dtype, name="ln2")
+        ln1 = layer_norm(s.ln_eps, s.dtype, name="ln1")
+        ln2 = layer_norm(s.ln_eps, s.dtype, name="ln2")
         if self.rel_pos_grid is not None:
-            own = RelativePositionBias(self.rel_pos_grid, self.num_heads, name="rel_pos_bias")()
+            own = RelativePositionBias(self.rel_pos_grid, s.num_heads, name="rel_pos_bias")()
             bias = own if bias is None else bias + own
         kw = dict(causal=causal, kv_lengths=kv_lengths, mask=mask, deterministic=deterministic)
         kw.update(bias=bias)
         cross = self._cross_attention(context, context_mask, deterministic)
-        if self.pre_norm:
+        if s.pre_norm:
             x = x + self._scale("ls1", attn(ln1(x), **kw))
             if cross is not None:
                 x = x + cross[0](cross[1](x))
             x = x + self._scale("ls2", mlp(ln2(x), deterministic=deterministic))
-        else:
-            if self.layer_scale is not None:
-                raise ValueError("layer_scale needs pre_norm=True")
+        else:  # TransformerSpec rejects layer_scale without pre_norm
             x = ln1(x + attn(x, **kw))
             if cross is not None:
                 x = cross[1](x + cross[0](x))
             x = ln2(x + mlp(x, deterministic=deterministic))
         return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
 
+    def _attention(self, name: str, **kw: Any) -> MultiHeadAttention:
+        s = self.spec
+        return MultiHeadAttention(
+            num_heads=s.num_heads,
+            qkv_bias=s.qkv_bias,
+            dropout_rate=s.dropout_rate,
+            dtype=s.dtype,
+            implementation=s.attention_impl,
+            name=name,
+            **kw,
+        )
+
     def _scale(self, name: str, y: Array) -> Array:
         """``y`` times the learned per-channel scale ``name`` ``[embed]`` (``layer_scale``)."""
-        if self.layer_scale is None:
+        if self.spec.layer_scale is None:
             return y
-        init = nn.with_logical_partitioning(nn.initializers.constant(self.layer_scale), ("embed",))
-        return y * self.param(name, init, (y.shape[-1],), jnp.float32).astype(self.dtype)
+        init = nn.initializers.constant(self.spec.layer_scale)
+        init = nn.with_logical_partitioning(init, ("embed",))
+        return y * self.param(name, init, (y.shape[-1],), jnp.float32).astype(self.spec.dtype)
 
     def _cross_attention(
         self, context: Array | None, context_mask: Array | None, deterministic: bool
@@ -211,48 +213,23 @@ class TransformerBlock(nn.Module):
             return None
         if context is None:
             raise ValueError("a cross-attention block needs a context [batch, ctx_len, embed]")
-        attn = MultiHeadAttention(
-            num_heads=self.num_heads,
-            qkv_bias=self.qkv_bias,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            implementation=self.attention_impl,
-            name="cross_attn",
-        )
+        attn = self._attention("cross_attn")
         mask = None if context_mask is None else context_mask[:, None, None, :]
-        context = context.astype(self.dtype)
+        context = context.astype(self.spec.dtype)
 
         def attend(h: Array) -> Array:
             return attn(h, context, mask=mask, deterministic=deterministic)
 
-        return attend, layer_norm(self.ln_eps, self.dtype, name="ln_cross")
+        return attend, layer_norm(self.spec.ln_eps, self.spec.dtype, name="ln_cross")
 
 
-class Encoder(nn.Module):
-    """A stack of ``depth`` transformer blocks on ``[batch, seq, embed]``.
+class Encoder(BlockOptions):
+    """A stack of ``spec.depth`` transformer blocks on ``[batch, seq, embed]``.
 
     Returns the final hidden states ``[batch, seq, embed]`` (without a final
     norm: towers add their own, since ViT, CLIP and BERT differ there).
+    ``cross_attention`` / ``decode`` / ``rel_pos_grid``: every block's (``TransformerBlock``).
     """
-
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    pre_norm: bool = True
-    act: str = "gelu"
-    qkv_bias: bool = True
-    dropout_rate: float = 0.0
-    ln_eps: float = 1e-5
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"  # 'none' | 'full' | 'dots_saveable' (see REMAT_POLICIES)
-    scan_layers: bool = False  # one scanned block, params stacked as [depth, ...] in 'layers'
-    cross_attention: bool = False  # every block also attends to ``context``
-    decode: bool = False  # self-attention over a key/value cache, one position per call
-    key_bias: bool = True  # TransformerBlock options (BEiT / DINOv2)
-    layer_scale: float | None = None
-    mlp_gated: bool = False
-    rel_pos_grid: tuple[int, int] | None = None
 
     @nn.compact
     def __call__(
@@ -267,32 +244,21 @@ class Encoder(nn.Module):
         context_mask: Array | None = None,
         bias: Array | None = None,
     ) -> Array:
-        x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "seq", "embed"))
+        x = nn.with_logical_constraint(x.astype(self.spec.dtype), ("batch", "seq", "embed"))
         block_kw = dict(
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=self.pre_norm,
-            act=self.act,
-            qkv_bias=self.qkv_bias,
-            dropout_rate=self.dropout_rate,
-            ln_eps=self.ln_eps,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
+            spec=self.spec,
             cross_attention=self.cross_attention,
             decode=self.decode,
-            key_bias=self.key_bias,
-            layer_scale=self.layer_scale,
-            mlp_gated=self.mlp_gated,
             rel_pos_grid=self.rel_pos_grid,
         )
-        block = remat_block(self.remat)
-        if self.scan_layers:
+        block = remat_block(self.spec.remat)
+        if self.spec.scan_layers:
             scanned = nn.scan(
                 ScanBlock,
                 variable_axes={"params": 0, "cache": 0},
                 split_rngs={"params": True, "dropout": True},
                 in_axes=(nn.broadcast,) * 5,
-                length=self.depth,
+                length=self.spec.depth,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )
             x, _ = scanned(
@@ -303,7 +269,7 @@ class Encoder(nn.Module):
                 name="layers",
             )(x, kv_lengths, mask, context, context_mask, bias)
             return x
-        for i in range(self.depth):
+        for i in range(self.spec.depth):
             x = block(**block_kw, name=f"layer_{i}")(
                 x, causal, kv_lengths, mask, deterministic, context, context_mask, bias
             )

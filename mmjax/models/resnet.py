@@ -8,13 +8,16 @@ BatchNorm uses its running statistics (``batch_stats`` collection) unless called
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Dtype, activation
+from mmjax.models.spec import SpecModule, check_choice
 
 LAYER_TYPES = ("basic", "bottleneck")
 
@@ -97,17 +100,35 @@ class ResNetBlock(nn.Module):
         return activation(self.act)(x + residual)
 
 
-class ResNet(nn.Module):
-    """Stem (7x7/2 conv-BN-act, 3x3/2 max pool), stages of blocks, global average pool."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ResNetSpec:
+    """``ResNet``'s options (Hugging Face ``ResNetConfig``'s; ResNet-50 by default)."""
 
     embedding_size: int = 64
-    hidden_sizes: Sequence[int] = (256, 512, 1024, 2048)
-    depths: Sequence[int] = (3, 4, 6, 3)
+    hidden_sizes: tuple[int, ...] = (256, 512, 1024, 2048)
+    depths: tuple[int, ...] = (3, 4, 6, 3)
     layer_type: str = "bottleneck"
     act: str = "relu"
     downsample_in_first_stage: bool = False
     downsample_in_bottleneck: bool = False
     dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        check_choice("layer_type", self.layer_type, LAYER_TYPES)
+        if len(self.hidden_sizes) != len(self.depths):
+            raise ValueError(f"hidden_sizes {self.hidden_sizes} and depths {self.depths} differ")
+
+
+@register_image_encoder("resnet")
+class ResNet(SpecModule):
+    """Stem (7x7/2 conv-BN-act, 3x3/2 max pool), stages of blocks, global average pool.
+
+    A ResNet tower runs its BatchNorm on the running statistics it was loaded with."""
+
+    Spec: ClassVar[type] = ResNetSpec
+    spec: ResNetSpec
+    takes_mask: ClassVar[bool] = False  # image encoder protocol: see models/kinds.py
+    grid_tokens: ClassVar[bool] = True  # tokens are the feature map [batch, h, w, C]
 
     @nn.compact
     def __call__(
@@ -118,10 +139,6 @@ class ResNet(nn.Module):
         train_batch_norm: bool = False,
     ) -> dict[str, jax.Array]:
         del deterministic  # no dropout; BatchNorm mode is train_batch_norm
-        if self.layer_type not in LAYER_TYPES:
-            raise ValueError(f"unknown layer_type {self.layer_type!r}; known: {LAYER_TYPES}")
-        if len(self.hidden_sizes) != len(self.depths):
-            raise ValueError(f"hidden_sizes {self.hidden_sizes} and depths {self.depths} differ")
         x = ConvBN(self.embedding_size, 7, 2, act=self.act, dtype=self.dtype, name="stem")(
             images.astype(self.dtype), train_batch_norm
         )

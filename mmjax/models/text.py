@@ -2,18 +2,61 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.kinds import register_text_encoder
 from mmjax.models.layers import (
-    Dtype,
     Encoder,
     dense_init,
     kernel_init,
     key_padding,
     layer_norm,
 )
+from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TextSpec(TransformerSpec):
+    """What every text transformer has: a vocabulary, learned positions for
+    ``context_length`` tokens, a width."""
+
+    vocab_size: int
+    context_length: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CLIPTextSpec(TextSpec):
+    """``CLIPTextTransformer``'s options (see its docstring)."""
+
+    eos_id: int
+    act: str = "quick_gelu"
+    causal: bool = True
+    pool: str = "eos"
+    use_padding_mask: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("pool", self.pool, ("eos", "last"))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BertTextSpec(TextSpec):
+    """``BertEncoder``'s options: post-LN, BERT's LayerNorm eps, token types, pooling."""
+
+    pre_norm: bool = False
+    ln_eps: float = 1e-12
+    type_vocab_size: int = 2
+    pool: str = "cls"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("pool", self.pool, ("cls", "mean", "none"))
 
 
 def embed(vocab_size: int, width: int, name: str) -> nn.Embed:
@@ -36,7 +79,8 @@ def position_embedding(module: nn.Module, length: int, width: int, name: str) ->
     )
 
 
-class CLIPTextTransformer(nn.Module):
+@register_text_encoder("clip")
+class CLIPTextTransformer(SpecModule):
     """CLIP text tower: causal pre-LN transformer pooled at the end-of-text token.
 
     ``tokens`` ``[batch, seq]`` int32, ``padding_mask`` ``[batch, seq]`` bool
@@ -55,23 +99,8 @@ class CLIPTextTransformer(nn.Module):
     token for ``pool='eos'``.
     """
 
-    vocab_size: int
-    context_length: int
-    width: int
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    eos_id: int
-    act: str = "quick_gelu"
-    ln_eps: float = 1e-5
-    causal: bool = True
-    pool: str = "eos"
-    use_padding_mask: bool = True
-    dropout_rate: float = 0.0
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
-    scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
+    Spec: ClassVar[type] = CLIPTextSpec
+    spec: CLIPTextSpec
 
     @nn.compact
     def __call__(
@@ -81,28 +110,13 @@ class CLIPTextTransformer(nn.Module):
         *,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
-        if self.pool not in ("eos", "last"):
-            raise ValueError(f"unknown pool {self.pool!r}; known: ('eos', 'last')")
         seq = tokens.shape[1]
         if seq > self.context_length:
             raise ValueError(f"text has {seq} tokens, context_length is {self.context_length}")
         x = embed(self.vocab_size, self.width, "token_embed")(tokens)
         pos = position_embedding(self, self.context_length, self.width, "pos_embed")
         x = (x + pos[None, :seq]).astype(self.dtype)
-        x = Encoder(
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=True,
-            act=self.act,
-            ln_eps=self.ln_eps,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            name="encoder",
-        )(
+        x = Encoder(self.spec.transformer(), name="encoder")(
             x,
             causal=self.causal,
             **key_padding(padding_mask if self.use_padding_mask else None),
@@ -122,7 +136,8 @@ class CLIPTextTransformer(nn.Module):
         return {"tokens": x, "pooled": pooled}
 
 
-class BertEncoder(nn.Module):
+@register_text_encoder("bert")
+class BertEncoder(SpecModule):
     """BERT-style bidirectional post-LN encoder.
 
     ``tokens`` / ``padding_mask`` / ``token_types`` are ``[batch, seq]`` (the mask: True =
@@ -133,21 +148,8 @@ class BertEncoder(nn.Module):
     has no pooler).
     """
 
-    vocab_size: int
-    max_positions: int
-    width: int
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    type_vocab_size: int = 2
-    act: str = "gelu"
-    ln_eps: float = 1e-12
-    pool: str = "cls"
-    dropout_rate: float = 0.0
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
-    scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
+    Spec: ClassVar[type] = BertTextSpec
+    spec: BertTextSpec
 
     @nn.compact
     def __call__(
@@ -158,32 +160,19 @@ class BertEncoder(nn.Module):
         *,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
-        if self.pool not in ("cls", "mean", "none"):
-            raise ValueError(f"unknown pool {self.pool!r}; known: ('cls', 'mean', 'none')")
         seq = tokens.shape[1]
-        if seq > self.max_positions:
-            raise ValueError(f"text has {seq} tokens, max_positions is {self.max_positions}")
+        if seq > self.context_length:
+            raise ValueError(f"text has {seq} tokens, context_length is {self.context_length}")
         if token_types is None:
             token_types = jnp.zeros_like(tokens)
         x = embed(self.vocab_size, self.width, "word_embed")(tokens)
-        x = x + position_embedding(self, self.max_positions, self.width, "pos_embed")[None, :seq]
+        x = x + position_embedding(self, self.context_length, self.width, "pos_embed")[None, :seq]
         x = x + embed(self.type_vocab_size, self.width, "type_embed")(token_types)
         x = layer_norm(self.ln_eps, self.dtype, name="ln_embed")(x.astype(self.dtype))
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        x = Encoder(
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=False,
-            act=self.act,
-            ln_eps=self.ln_eps,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            name="encoder",
-        )(x, **key_padding(padding_mask), deterministic=deterministic)
+        x = Encoder(self.spec.transformer(), name="encoder")(
+            x, **key_padding(padding_mask), deterministic=deterministic
+        )
         if self.pool == "none":
             return {"tokens": x}
         if self.pool == "cls":

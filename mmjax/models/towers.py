@@ -8,6 +8,7 @@ temperature (and, for SigLIP, a bias).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -15,22 +16,42 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.encoders import build_image_encoder, build_text_encoder
 from mmjax.models.layers import kernel_init
-from mmjax.models.media import MEDIA_KINDS, build_media_encoder
-from mmjax.models.resnet import ResNet
-from mmjax.models.text import BertEncoder, CLIPTextTransformer
-from mmjax.models.vision import VisionTransformer
+from mmjax.models.spec import SpecModule, dtype_from_name, runtime_fields, spec_from_config
 
-BEIT_DINOV2_FIELDS = (
-    "key_bias",
-    "layer_scale",
-    "mlp_gated",
-    "rel_pos_layer",
-    "rel_pos_shared",
-    "num_registers",
-    "posemb_interp",
+__all__ = [
+    "TwoTower",
+    "TwoTowerSpec",
+    "build_image_encoder",
+    "build_text_encoder",
+    "build_two_tower",
+    "dtype_from_name",
+    "l2_normalize",
+]
+# config.model keys that are not TwoTower's own (its towers' sections, model-wide fields).
+SECTIONS = (
+    "image",
+    "text",
+    "features",
+    "fusion",
+    "dtype",
+    "attention_impl",
+    "remat",
+    "scan_layers",
 )
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TwoTowerSpec:
+    """``TwoTower``'s own options (``config.model``; see the class docstring)."""
+
+    embed_dim: int
+    logit_scale_init: float = math.log(1 / 0.07)
+    logit_bias_init: float | None = None
+    image_projection: bool = True
+    proj_bias: bool = False
+    dtype: Any = jnp.float32
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -39,7 +60,7 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
-class TwoTower(nn.Module):
+class TwoTower(SpecModule):
     """Image and text towers with projections and a learnable temperature.
 
     ``encode_image``: ``[batch, H, W, C]`` -> ``[batch, embed_dim]``, projected and
@@ -54,14 +75,9 @@ class TwoTower(nn.Module):
     (SigLIP's text head).
     """
 
+    spec: TwoTowerSpec
     image: nn.Module
     text: nn.Module
-    embed_dim: int
-    logit_scale_init: float = math.log(1 / 0.07)
-    logit_bias_init: float | None = None
-    image_projection: bool = True
-    proj_bias: bool = False
-    dtype: Any = jnp.float32
 
     def setup(self) -> None:
         def proj(name: str) -> nn.Dense:
@@ -130,109 +146,11 @@ class TwoTower(nn.Module):
         }
 
 
-def build_image_encoder(
-    cfg: Any, dtype: Any, attention_impl: str | None, **memory: Any
-) -> nn.Module:
-    """ViT (or, with ``kind='resnet'``, a ResNet) from ``config.model.image``.
-
-    ``memory``: ``remat`` / ``scan_layers`` of the ViT's ``layers.Encoder``.
-
-    A ResNet tower runs its BatchNorm on the running statistics it was loaded with.
-    """
-    if cfg.get("kind", "vit") in MEDIA_KINDS:  # video / audio towers (video.py, audio.py)
-        return build_media_encoder(cfg, dtype, attention_impl, **memory)
-    if cfg.get("kind", "vit") == "resnet":
-        return ResNet(
-            embedding_size=cfg.embedding_size,
-            hidden_sizes=tuple(cfg.hidden_sizes),
-            depths=tuple(cfg.depths),
-            layer_type=cfg.get("layer_type", "bottleneck"),
-            act=cfg.get("act", "relu"),
-            downsample_in_first_stage=cfg.get("downsample_in_first_stage", False),
-            downsample_in_bottleneck=cfg.get("downsample_in_bottleneck", False),
-            dtype=dtype,
-        )
-    return VisionTransformer(
-        image_size=cfg.image_size,
-        patch_size=cfg.patch_size,
-        width=cfg.width,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_dim=cfg.mlp_dim,
-        pool=cfg.pool,
-        posemb=cfg.get("posemb", "learn"),
-        act=cfg.act,
-        ln_eps=cfg.get("ln_eps", 1e-5),
-        pre_norm_embeddings=cfg.get("pre_norm_embeddings", False),
-        patch_bias=cfg.get("patch_bias", True),
-        qkv_bias=cfg.get("qkv_bias", True),
-        norm_tokens=cfg.get("norm_tokens", False),
-        map_act=cfg.get("map_act", "gelu_tanh"),
-        dropout_rate=cfg.get("dropout_rate", 0.0),
-        dtype=dtype,
-        attention_impl=attention_impl,
-        **{k: cfg[k] for k in BEIT_DINOV2_FIELDS if k in cfg},  # see VisionTransformer
-        **memory,
-    )
-
-
-def build_text_encoder(
-    cfg: Any, dtype: Any, attention_impl: str | None, **memory: Any
-) -> nn.Module:
-    """CLIP-style or BERT-style text encoder from ``config.model.text`` (``kind``);
-    ``memory``: ``remat`` / ``scan_layers`` of its ``layers.Encoder``."""
-    common = dict(
-        vocab_size=cfg.vocab_size,
-        width=cfg.width,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_dim=cfg.mlp_dim,
-        act=cfg.act,
-        dropout_rate=cfg.get("dropout_rate", 0.0),
-        dtype=dtype,
-        attention_impl=attention_impl,
-        **memory,
-    )
-    if cfg.get("ln_eps") is not None:
-        common["ln_eps"] = cfg.ln_eps
-    if cfg.kind == "clip":
-        return CLIPTextTransformer(
-            context_length=cfg.context_length,
-            eos_id=cfg.eos_id,
-            causal=cfg.get("causal", True),
-            pool=cfg.get("pool", "eos"),
-            use_padding_mask=cfg.get("use_padding_mask", True),
-            **common,
-        )
-    if cfg.kind == "bert":
-        return BertEncoder(
-            max_positions=cfg.context_length,
-            pool=cfg.get("pool", "cls"),
-            type_vocab_size=cfg.get("type_vocab_size", 2),
-            **common,
-        )
-    raise ValueError(f"config.model.text.kind: unknown {cfg.kind!r}; known: 'clip', 'bert'")
-
-
-def dtype_from_name(name: str) -> Any:
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"config.model.dtype: unknown {name!r}; known: {sorted(DTYPES)}") from None
-
-
 def build_two_tower(cfg: Any) -> TwoTower:
     """``TwoTower`` from ``config.model`` (see ``configs/clip_synthetic.py``)."""
-    dtype = dtype_from_name(cfg.dtype)
-    impl = cfg.get("attention_impl") or None
-    memory = dict(remat=cfg.get("remat", "none"), scan_layers=bool(cfg.get("scan_layers", False)))
+    runtime = runtime_fields(cfg)
     return TwoTower(
-        image=build_image_encoder(cfg.image, dtype, impl, **memory),
-        text=build_text_encoder(cfg.text, dtype, impl, **memory),
-        embed_dim=cfg.embed_dim,
-        logit_scale_init=cfg.logit_scale_init,
-        logit_bias_init=cfg.get("logit_bias_init"),
-        image_projection=cfg.get("image_projection", True),
-        proj_bias=cfg.get("proj_bias", False),
-        dtype=dtype,
+        spec_from_config(TwoTowerSpec, cfg, "config.model", SECTIONS, dtype=runtime["dtype"]),
+        image=build_image_encoder(cfg.image, **runtime),
+        text=build_text_encoder(cfg.text, **runtime),
     )

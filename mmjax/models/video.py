@@ -19,16 +19,20 @@ an image tower's weights load into a video tower through ``config.init_from``;
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.layers import Dtype, Encoder, dense_init, layer_norm
-from mmjax.models.vision import POOLS, pool_tokens, posemb_sincos_2d
+from mmjax.models.common import patch_embedding
+from mmjax.models.kinds import register_image_encoder
+from mmjax.models.layers import Encoder, dense_init, layer_norm
+from mmjax.models.spec import SpecModule, check_choice
+from mmjax.models.vision import PatchSpec, pool_tokens, posemb_sincos_2d
 
 ATTENTIONS = ("joint", "factorised")
 POSEMBS = ("learn", "sincos")
@@ -45,7 +49,31 @@ def posemb_sincos_1d(length: int, width: int, temperature: float = 10_000.0) -> 
     return jnp.concatenate([jnp.sin(t), jnp.cos(t)], axis=1)
 
 
-class VideoTransformer(nn.Module):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoSpec(PatchSpec):
+    """``VideoTransformer``'s options: the ``PatchSpec`` ones plus the clip length, the
+    tubelet's time extent, the attention layout and the temporal positions."""
+
+    num_frames: int
+    tubelet: int
+    attention: str = "joint"
+    temporal_depth: int = 1  # 'factorised': blocks of the temporal encoder
+    pool: str = "mean"
+    posemb: str = "learn"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("attention", self.attention, ATTENTIONS)
+        check_choice("posemb", self.posemb, POSEMBS)
+        if self.num_frames % self.tubelet:
+            raise ValueError(
+                f"video of {self.num_frames} frames is not divisible into tubelets of "
+                f"{self.tubelet}"
+            )
+
+
+@register_image_encoder("video")
+class VideoTransformer(SpecModule):
     """ViViT: ``videos`` normalized float ``[batch, num_frames, H, W, 3]`` ->
     ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``.
 
@@ -57,56 +85,17 @@ class VideoTransformer(nn.Module):
     patches. The other fields are the ``VisionTransformer``'s.
     """
 
-    num_frames: int
-    image_size: int
-    patch_size: int
-    tubelet: int
-    width: int
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    attention: str = "joint"
-    temporal_depth: int = 1  # 'factorised': blocks of the temporal encoder
-    pool: str = "mean"
-    posemb: str = "learn"
-    act: str = "gelu"
-    ln_eps: float = 1e-5
-    pre_norm_embeddings: bool = False
-    patch_bias: bool = True
-    qkv_bias: bool = True
-    norm_tokens: bool = False
-    map_act: str = "gelu_tanh"
-    dropout_rate: float = 0.0
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"
-    scan_layers: bool = False
+    Spec: ClassVar[type] = VideoSpec
+    spec: VideoSpec
+    takes_mask: ClassVar[bool] = False  # every token real
+    grid_tokens: ClassVar[bool] = False
 
     def grid(self) -> tuple[int, int]:
         """``(time steps, patches per step)``."""
-        if self.num_frames % self.tubelet or self.image_size % self.patch_size:
-            raise ValueError(
-                f"video of {self.num_frames} frames of {self.image_size}px is not divisible "
-                f"into {self.tubelet}x{self.patch_size}x{self.patch_size} tubelets"
-            )
         return self.num_frames // self.tubelet, (self.image_size // self.patch_size) ** 2
 
     def _encoder(self, depth: int, name: str) -> Encoder:
-        return Encoder(
-            depth=depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=True,
-            act=self.act,
-            qkv_bias=self.qkv_bias,
-            ln_eps=self.ln_eps,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            name=name,
-        )
+        return Encoder(self.spec.transformer(depth=depth), name=name)
 
     def _cls(self, batch: int) -> jax.Array:
         cls = self.param(
@@ -119,32 +108,13 @@ class VideoTransformer(nn.Module):
 
     @nn.compact
     def __call__(self, videos: jax.Array, *, deterministic: bool = True) -> dict[str, jax.Array]:
-        for name, value, known in (
-            ("pool", self.pool, POOLS),
-            ("attention", self.attention, ATTENTIONS),
-            ("posemb", self.posemb, POSEMBS),
-        ):
-            if value not in known:
-                raise ValueError(f"config.model.video.{name}: unknown {value!r}; known: {known}")
         want = (self.num_frames, self.image_size, self.image_size, 3)
         if videos.ndim != 5 or videos.shape[1:] != want:
             raise ValueError(f"videos are {videos.shape}, the model expects [batch, *{want}]")
         steps, patches = self.grid()
         t, p, w = self.tubelet, self.patch_size, self.width
-        x = nn.Conv(
-            w,
-            kernel_size=(t, p, p),
-            strides=(t, p, p),
-            padding="VALID",
-            use_bias=self.patch_bias,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, None, "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="patch_embed",
-        )(videos.astype(self.dtype))  # [batch, steps, grid, grid, width]
+        tubelets = patch_embedding(w, (t, p, p), self.patch_bias, self.dtype)
+        x = tubelets(videos.astype(self.dtype))  # [batch, steps, grid, grid, width]
         batch, grid = x.shape[0], x.shape[2]
         x = x.reshape(batch, steps, patches, w)
         cls_slot = 1 if self.pool == "cls" else 0
@@ -176,18 +146,10 @@ class VideoTransformer(nn.Module):
                 tokens = layer_norm(self.ln_eps, self.dtype, name="ln_pre")(tokens)
             return nn.Dropout(self.dropout_rate)(tokens, deterministic=deterministic)
 
-        pool_kw = dict(
-            norm_tokens=self.norm_tokens,
-            ln_eps=self.ln_eps,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            map_act=self.map_act,
-            dtype=self.dtype,
-        )
         if self.attention == "joint":
             x = embed(x.reshape(batch, steps * patches, w))
             x = self._encoder(self.depth, "encoder")(x, deterministic=deterministic)
-            return pool_tokens(x, self.pool, **pool_kw)
+            return pool_tokens(x, self.spec)
         # Factorised encoder: each time step alone through the spatial encoder, one pooled
         # token per step (class token or mean), then the steps through the temporal encoder.
         x = embed(x.reshape(batch * steps, patches, w))

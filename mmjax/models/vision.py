@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.common import patch_embedding
+from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
 from mmjax.models.relpos import RelativePositionBias
 from mmjax.models.resize import MODES as RESIZE_MODES
 from mmjax.models.resize import resize_grid
+from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
 
 POOLS = ("cls", "mean", "map", "cls_mean")
 POSEMBS = ("learn", "sincos2d", "none")
@@ -56,7 +62,53 @@ class MAPHead(nn.Module):
         return y[:, 0]
 
 
-class VisionTransformer(nn.Module):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PatchSpec(TransformerSpec):
+    """What image-like towers cut into patches share (``VisionTransformer``,
+    ``video.VideoTransformer``): sizes, pooling and the final norm (``pool_tokens``).
+    ``pre_norm_embeddings``: a LayerNorm on the embeddings before the encoder (CLIP's
+    ``pre_layrnorm``); ``norm_tokens`` (``pool='cls'``): every token normalized (HF ViT)
+    rather than only the pooled one (CLIP); ``map_act``: the MAP head's MLP activation."""
+
+    image_size: int
+    patch_size: int
+    width: int
+    pool: str = "cls"
+    pre_norm_embeddings: bool = False
+    patch_bias: bool = True
+    norm_tokens: bool = False
+    map_act: str = "gelu_tanh"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("pool", self.pool, POOLS)
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ViTSpec(PatchSpec):
+    """``VisionTransformer``'s options (see its docstring for the BEiT / DINOv2 ones)."""
+
+    posemb: str = "learn"
+    rel_pos_layer: bool = False
+    rel_pos_shared: bool = False
+    num_registers: int = 0
+    posemb_interp: str = "none"  # 'none' | 'bicubic' | 'bicubic_aa'
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("posemb", self.posemb, POSEMBS)
+        check_choice("posemb_interp", self.posemb_interp, POSEMB_INTERPS)
+        has_cls = self.pool in ("cls", "cls_mean")
+        if (self.rel_pos_layer or self.rel_pos_shared) and (not has_cls or self.num_registers):
+            raise ValueError("relative position bias needs a class token and no registers")
+
+
+@register_image_encoder("vit")
+class VisionTransformer(SpecModule):
     """ViT: patch embedding, learned positions, transformer, pooling.
 
     Input ``images`` is ``[batch, height, width, channels]`` (already normalized
@@ -85,33 +137,10 @@ class VisionTransformer(nn.Module):
     antialiased, DINOv2 with registers). Sequence: ``[cls, registers, patches]``.
     """
 
-    image_size: int
-    patch_size: int
-    width: int
-    depth: int
-    num_heads: int
-    mlp_dim: int
-    pool: str = "cls"
-    posemb: str = "learn"
-    act: str = "gelu"
-    ln_eps: float = 1e-5
-    pre_norm_embeddings: bool = False
-    patch_bias: bool = True
-    qkv_bias: bool = True
-    norm_tokens: bool = False
-    map_act: str = "gelu_tanh"
-    dropout_rate: float = 0.0
-    dtype: Dtype = jnp.float32
-    attention_impl: str | None = None
-    remat: str = "none"  # layers.Encoder: 'none' | 'full' | 'dots_saveable'
-    scan_layers: bool = False  # layers.Encoder: params stacked on a leading layers axis
-    key_bias: bool = True
-    layer_scale: float | None = None
-    mlp_gated: bool = False
-    rel_pos_layer: bool = False
-    rel_pos_shared: bool = False
-    num_registers: int = 0
-    posemb_interp: str = "none"  # 'none' | 'bicubic' | 'bicubic_aa'
+    Spec: ClassVar[type] = ViTSpec
+    spec: ViTSpec
+    takes_mask: ClassVar[bool] = False  # image encoder protocol: see models/kinds.py
+    grid_tokens: ClassVar[bool] = False
 
     def grid(self) -> tuple[int, int]:
         """The checkpoint's patch grid ``(h, w)`` (positions and relative biases are sized
@@ -120,18 +149,10 @@ class VisionTransformer(nn.Module):
         return side, side
 
     def num_patches(self) -> int:
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}"
-            )
         return (self.image_size // self.patch_size) ** 2
 
     @nn.compact
     def __call__(self, images: jax.Array, *, deterministic: bool = True) -> dict[str, jax.Array]:
-        if self.pool not in POOLS:
-            raise ValueError(f"unknown pool {self.pool!r}; known: {POOLS}")
-        if self.posemb_interp not in POSEMB_INTERPS:
-            raise ValueError(f"unknown posemb_interp {self.posemb_interp!r}; {POSEMB_INTERPS}")
         any_size = self.posemb_interp != "none" and not (self.rel_pos_layer or self.rel_pos_shared)
         if not any_size and images.shape[1:3] != (self.image_size, self.image_size):
             raise ValueError(
@@ -139,24 +160,10 @@ class VisionTransformer(nn.Module):
                 f"{(self.image_size, self.image_size)}"
             )
         p = self.patch_size
-        x = nn.Conv(
-            self.width,
-            kernel_size=(p, p),
-            strides=(p, p),
-            padding="VALID",
-            use_bias=self.patch_bias,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(
-                nn.initializers.lecun_normal(), (None, None, None, "embed")
-            ),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="patch_embed",
-        )(images.astype(self.dtype))
+        embed = patch_embedding(self.width, (p, p), self.patch_bias, self.dtype)
+        x = embed(images.astype(self.dtype))
         batch, grid_h, grid_w = x.shape[:3]
         x = x.reshape(batch, -1, self.width)  # [batch, patches, width]
-        if self.posemb not in POSEMBS:
-            raise ValueError(f"unknown posemb {self.posemb!r}; known: {POSEMBS}")
         if self.posemb == "sincos2d":
             x = x + posemb_sincos_2d(grid_h, grid_w, self.width).astype(x.dtype)[None]
 
@@ -184,43 +191,16 @@ class VisionTransformer(nn.Module):
         if self.pre_norm_embeddings:
             x = layer_norm(self.ln_eps, self.dtype, name="ln_pre")(x)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-        if (self.rel_pos_layer or self.rel_pos_shared) and (not has_cls or self.num_registers):
-            raise ValueError("relative position bias needs a class token and no registers")
         bias = None
         if self.rel_pos_shared:
             bias = RelativePositionBias(self.grid(), self.num_heads, name="rel_pos_bias")()
 
         x = Encoder(
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            pre_norm=True,
-            act=self.act,
-            qkv_bias=self.qkv_bias,
-            ln_eps=self.ln_eps,
-            dropout_rate=self.dropout_rate,
-            dtype=self.dtype,
-            attention_impl=self.attention_impl,
-            remat=self.remat,
-            scan_layers=self.scan_layers,
-            key_bias=self.key_bias,
-            layer_scale=self.layer_scale,
-            mlp_gated=self.mlp_gated,
+            self.spec.transformer(),
             rel_pos_grid=self.grid() if self.rel_pos_layer else None,
             name="encoder",
         )(x, deterministic=deterministic, bias=bias)
-
-        return pool_tokens(
-            x,
-            self.pool,
-            norm_tokens=self.norm_tokens,
-            ln_eps=self.ln_eps,
-            num_heads=self.num_heads,
-            mlp_dim=self.mlp_dim,
-            map_act=self.map_act,
-            num_registers=self.num_registers,
-            dtype=self.dtype,
-        )
+        return pool_tokens(x, self.spec, num_registers=self.num_registers)
 
     def _learned_posemb(self, prefix: int, grid: tuple[int, int]) -> jax.Array:
         """``pos_embed`` ``[prefix + h * w, width]`` of the checkpoint's grid, its patch rows
@@ -238,22 +218,13 @@ class VisionTransformer(nn.Module):
         return jnp.concatenate([pos[:prefix], patches.reshape(-1, self.width)])
 
 
-def pool_tokens(
-    x: jax.Array,
-    pool: str,
-    *,
-    norm_tokens: bool,
-    ln_eps: float,
-    num_heads: int,
-    mlp_dim: int,
-    map_act: str,
-    dtype: Dtype,
-    num_registers: int = 0,
-) -> dict[str, jax.Array]:
-    """The ViT's final norm and pooling, called inside a compact ``__call__`` (its modules,
-    ``ln_post`` / ``map``, belong to that caller): ``[batch, seq, width]`` (class token
-    first when ``pool='cls'`` / ``'cls_mean'``, then ``num_registers`` register tokens)
-    -> ``{'tokens': [batch, seq, width], 'pooled': [batch, width]}``."""
+def pool_tokens(x: jax.Array, spec: PatchSpec, num_registers: int = 0) -> dict[str, jax.Array]:
+    """The ViT's final norm and pooling (``spec.pool``), called inside a compact
+    ``__call__`` (its modules, ``ln_post`` / ``map``, belong to that caller):
+    ``[batch, seq, width]`` (class token first when ``pool='cls'`` / ``'cls_mean'``, then
+    ``num_registers`` register tokens) -> ``{'tokens': [batch, seq, width], 'pooled':
+    [batch, width]}``."""
+    pool, norm_tokens, ln_eps, dtype = spec.pool, spec.norm_tokens, spec.ln_eps, spec.dtype
     if pool == "cls" and norm_tokens:
         tokens = layer_norm(ln_eps, dtype, name="ln_post")(x)
         pooled = tokens[:, 0]
@@ -272,6 +243,11 @@ def pool_tokens(
             pooled = jnp.mean(tokens, axis=1)
         else:
             pooled = MAPHead(
-                num_heads, mlp_dim, act=map_act, ln_eps=ln_eps, dtype=dtype, name="map"
+                spec.num_heads,
+                spec.mlp_dim,
+                act=spec.map_act,
+                ln_eps=ln_eps,
+                dtype=dtype,
+                name="map",
             )(tokens)
     return {"tokens": tokens, "pooled": pooled}
