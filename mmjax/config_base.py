@@ -26,8 +26,6 @@ from typing import Any
 
 import ml_collections
 
-from mmjax.parallel.sharding import DEFAULT_RULES
-
 CONTEXT = 12  # the longest synthetic caption is 10 words + BOS/EOS
 VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens
 TINY = dict(width=32, depth=1, num_heads=2, mlp_dim=64)  # every tower of a *_tiny run
@@ -149,7 +147,9 @@ def run(task: dict, model: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     c.evals = []
     c.init_from = ""  # '' | another run's workdir / checkpoints dir | 'hf:<path or id>'
     c.init_from_dont_load = []  # regexes of param paths to keep freshly initialized
-    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules=DEFAULT_RULES)  # -1 fills the devices
+    # -1 fills the devices; rules: (logical name, mesh axes) entries that replace those of
+    # mmjax.parallel.sharding.DEFAULT_RULES by name, e.g. [("activation_length", "tensor")]
+    c.mesh = dict(data=-1, fsdp=1, tensor=1, rules=[])
     c.train = train()
     return c
 

@@ -201,7 +201,7 @@ def build_evaluators(
     out = []
     for name, sub, keep in evaluator_configs(config):
         sub_task = build_task(sub)
-        batch_sharding = sharding.batch_sharding(mesh)
+        batch_sharding = sharding.batch_sharding(mesh, sharding.logical_rules(config.mesh))
         in_shardings = (param_shardings, batch_sharding) if param_shardings is not None else None
         kwargs = {} if in_shardings is None else {"in_shardings": in_shardings}
         eval_fn = jax.jit(sub_task.eval_step, out_shardings=sharding.replicated(mesh), **kwargs)

@@ -137,9 +137,15 @@ class MultiHeadAttention(nn.Module):
         q = proj("query", inputs_q)
         k = proj("key", inputs_kv, self.qkv_bias and self.key_bias)
         v = proj("value", inputs_kv)
-        q = nn.with_logical_constraint(q, ("batch", "seq", "heads", "kv"))
-        k = nn.with_logical_constraint(k, ("batch", "seq", "heads", "kv"))
-        v = nn.with_logical_constraint(v, ("batch", "seq", "heads", "kv"))
+        q = nn.with_logical_constraint(
+            q, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+        )
+        k = nn.with_logical_constraint(
+            k, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+        )
+        v = nn.with_logical_constraint(
+            v, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+        )
         if self.decode:
             cached = self._update_cache(k, v, kv_lengths, mask)
             if cached is not None:  # a decode step: attend to the positions written so far
@@ -158,7 +164,9 @@ class MultiHeadAttention(nn.Module):
             key_value_seq_lengths=kv_lengths,
             implementation=self.implementation,
         )  # [batch, q_len, heads, head_dim]
-        out = nn.with_logical_constraint(out, ("batch", "seq", "heads", "kv"))
+        out = nn.with_logical_constraint(
+            out, ("activation_batch", "activation_length", "activation_heads", "activation_kv")
+        )
         out = HeadsOutput(embed, self.out_bias, self.dtype, name="out")(out)
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 

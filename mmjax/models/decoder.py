@@ -141,7 +141,8 @@ class CaptionDecoder(SpecModule):
                 name="lm_head",
             )(x)
         out["logits"] = nn.with_logical_constraint(
-            logits.astype(jnp.float32), ("batch", "seq", "vocab")
+            logits.astype(jnp.float32),
+            ("activation_batch", "activation_length", "activation_vocab"),
         )
         return out
 

@@ -7,7 +7,8 @@ an additive attention bias (relative positions), layer scale and a gated (SwiGLU
 
 Every parameter carries logical axis names (``embed``, ``mlp``, ``heads``,
 ``kv``, ``vocab``, ...) through ``nn.with_logical_partitioning`` and the main
-activations get ``nn.with_logical_constraint`` at block boundaries, so the same
+activations get ``nn.with_logical_constraint`` at block boundaries under names of their
+own (``activation_batch``, ``activation_length``, ``activation_embed``, ...), so the same
 module runs on one CPU or a sharded mesh; ``mmjax.parallel.sharding`` maps the logical
 names onto mesh axes.
 
@@ -98,7 +99,9 @@ class Mlp(nn.Module):
             h = activation(self.act)(dense_in("wi_gate")) * dense_in("wi")
         else:
             h = activation(self.act)(dense_in("wi"))
-        h = nn.with_logical_constraint(h, ("batch", "seq", "mlp"))
+        h = nn.with_logical_constraint(
+            h, ("activation_batch", "activation_length", "activation_mlp")
+        )
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
         out = nn.Dense(
             embed,
@@ -181,7 +184,9 @@ class TransformerBlock(BlockOptions):
             if cross is not None:
                 x = cross[1](x + cross[0](x))
             x = ln2(x + mlp(x, deterministic=deterministic))
-        return nn.with_logical_constraint(x, ("batch", "seq", "embed"))
+        return nn.with_logical_constraint(
+            x, ("activation_batch", "activation_length", "activation_embed")
+        )
 
     def _attention(self, name: str, **kw: Any) -> MultiHeadAttention:
         s = self.spec
@@ -244,7 +249,9 @@ class Encoder(BlockOptions):
         context_mask: Array | None = None,
         bias: Array | None = None,
     ) -> Array:
-        x = nn.with_logical_constraint(x.astype(self.spec.dtype), ("batch", "seq", "embed"))
+        x = nn.with_logical_constraint(
+            x.astype(self.spec.dtype), ("activation_batch", "activation_length", "activation_embed")
+        )
         block_kw = dict(
             spec=self.spec,
             cross_attention=self.cross_attention,

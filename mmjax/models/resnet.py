@@ -155,5 +155,5 @@ class ResNet(SpecModule):
                     self.dtype,
                     name=f"stage_{s}_block_{i}",
                 )(x, train_batch_norm)
-        x = nn.with_logical_constraint(x, ("batch", None, None, "mlp"))
+        x = nn.with_logical_constraint(x, ("activation_batch", None, None, "activation_mlp"))
         return {"tokens": x, "pooled": jnp.mean(x, axis=(1, 2))}

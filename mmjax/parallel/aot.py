@@ -74,7 +74,7 @@ def compile_for_topology(config: Any, topology: Topology, name: str = "") -> dic
         batch = jax.eval_shape(lambda: task.dummy_batch(batch_size))
         step = jax.jit(
             make_train_step(task, tx, schedule, int(config.optim.get("accum_steps", 1)), ema_decay),
-            in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+            in_shardings=(state_shardings, sharding.batch_sharding(mesh, rules)),
             out_shardings=(state_shardings, sharding.replicated(mesh)),
             donate_argnums=0,
         )

@@ -1,9 +1,13 @@
 """Device meshes, logical axis rules and shardings for params, state and batches.
 
-Modules name the axes of their params and activations logically (``batch``,
-``embed``, ``mlp``, ``heads``, ...); ``config.mesh.rules`` maps those names to
-the mesh axes ``data``, ``fsdp`` and ``tensor``. One device and a pod slice
-run the same code: on one device every axis has size 1.
+Modules name the axes of their params logically (``embed``, ``mlp``, ``heads``, ``kv``,
+``vocab``, ...) and the axes of their activations and batches with separate names
+(``activation_batch``, ``activation_length``, ``activation_embed``, ...), so that a param's
+``embed`` axis can be split over ``fsdp`` while the activations' stays whole.
+``DEFAULT_RULES`` maps every name to the mesh axes ``data``, ``fsdp`` and ``tensor``;
+``config.mesh.rules`` overrides entries of it by name (``[('activation_length', 'tensor')]``
+is sequence parallelism, everything else as default). One device and a pod slice run the
+same code: on one device every axis has size 1.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from mmjax.config import ConfigError
+
 logger = logging.getLogger("mmjax")
 MAX_NOTES = 12  # divisibility notes printed in full; the rest are counted
 
@@ -26,9 +32,7 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # Logical name -> mesh axes. Batches split over data x fsdp; params over fsdp
 # (ZeRO-3 style) and tensor (Megatron style). With fsdp = tensor = 1 this is
 # plain data parallelism.
-DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
-    ("seq", None),
+PARAM_RULES: tuple[tuple[str, Any], ...] = (
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
@@ -38,6 +42,17 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("patch", None),
     ("layers", None),  # the stacked-layers axis of scanned encoders (model.scan_layers)
 )
+ACTIVATION_RULES: tuple[tuple[str, Any], ...] = (
+    ("activation_batch", ("data", "fsdp")),  # also every input batch's leading axis
+    ("activation_length", None),  # sequence positions ('tensor' = sequence parallelism)
+    ("activation_embed", None),
+    ("activation_mlp", "tensor"),
+    ("activation_heads", "tensor"),
+    ("activation_kv", None),
+    ("activation_vocab", "tensor"),  # decoder logits
+)
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = ACTIVATION_RULES + PARAM_RULES
+BATCH_AXIS = "activation_batch"
 
 
 class MeshError(ValueError):
@@ -78,23 +93,26 @@ def make_mesh(mesh_cfg: Any, devices: Sequence[jax.Device] | None = None) -> Mes
 
 
 def logical_rules(mesh_cfg: Any) -> tuple[tuple[str, Any], ...]:
-    """The logical -> mesh rules from ``config.mesh.rules``; a name listed twice is an error."""
-    rules = tuple(
+    """``DEFAULT_RULES`` with the entries of ``config.mesh.rules`` put in by name (a new
+    name is appended); a name listed twice in ``config.mesh.rules`` is an error."""
+    overrides = [
         (name, tuple(axes) if isinstance(axes, list) else axes)
-        for name, axes in mesh_cfg.get("rules", DEFAULT_RULES)
-    )
-    names = [name for name, _ in rules]
+        for name, axes in mesh_cfg.get("rules", ())
+    ]
+    names = [name for name, _ in overrides]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"config.mesh.rules: logical axes listed more than once: {duplicates}")
-    for name, axes in rules:
+        raise ConfigError(f"config.mesh.rules: logical axes listed more than once: {duplicates}")
+    for name, axes in overrides:
         for axis in axes if isinstance(axes, tuple) else (axes,):
             if axis is not None and axis not in MESH_AXES:
-                raise ValueError(
+                raise ConfigError(
                     f"config.mesh.rules: {name!r} maps to unknown mesh axis {axis!r}; "
                     f"known: {MESH_AXES}"
                 )
-    return rules
+    merged = dict(DEFAULT_RULES)
+    merged.update(overrides)
+    return tuple(merged.items())
 
 
 def _fit_spec(spec: PartitionSpec, shape: tuple[int, ...], mesh: Mesh) -> tuple[PartitionSpec, str]:
@@ -144,16 +162,22 @@ def logical_shardings(abstract_boxed: Any, mesh: Mesh, rules: Any) -> Any:
     return shardings
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) axis split over ``data`` x ``fsdp``; the rest replicated."""
-    return NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+def batch_sharding(mesh: Mesh, rules: Any = None) -> NamedSharding:
+    """Leading (batch) axis split as ``rules`` map ``activation_batch``, the rest replicated;
+    ``rules=None``: the rules of the enclosing ``nn.logical_axis_rules`` (the train loop's
+    and eval's), else ``DEFAULT_RULES``."""
+    rules = rules if rules is not None else (nn.get_logical_axis_rules() or DEFAULT_RULES)
+    return NamedSharding(mesh, PartitionSpec(*nn.logical_to_mesh_axes((BATCH_AXIS,), rules)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """This process's share of a batch -> global arrays sharded over the batch axis."""
-    sharding = batch_sharding(mesh)
+def global_batch(
+    local: dict[str, np.ndarray], mesh: Mesh, rules: Any = None
+) -> dict[str, jax.Array]:
+    """This process's share of a batch -> global arrays sharded over the batch axis
+    (``batch_sharding(mesh, rules)``)."""
+    sharding = batch_sharding(mesh, rules)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}

@@ -213,7 +213,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     state, state_shardings = init_train_state(
         task, tx, mesh, rules, config.train.seed, plan, ema=ema_decay > 0
     )
-    data_sharding = sharding.batch_sharding(mesh)
+    data_sharding = sharding.batch_sharding(mesh, rules)
 
     train_example = task.make_example(config.data, train=True)
     data_iter = iter(
@@ -340,7 +340,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
         for step in range(start + 1, steps + 1):
             local = next(data_iter)
             skipped = local.pop("skipped", None)
-            batch = sharding.global_batch(local, mesh)
+            batch = sharding.global_batch(local, mesh, rules)
             if compiled_step is None:  # ahead of time, on the real batch: prints memory/FLOPs
                 compiled_step = aot_compile(
                     step_fn, state, batch, config=config, batch_size=batch_size
