@@ -67,7 +67,6 @@ class AudioTransformer(SpecModule):
     'pooled': [batch, width], 'mask': bool [batch, seq]}`` with ``seq`` the patches
     (+1 for the class token, always real). Padded tokens are 0."""
 
-    Spec: ClassVar[type] = AudioSpec
     spec: AudioSpec
     takes_mask: ClassVar[bool] = True  # a frame mask [batch, max_frames]
     grid_tokens: ClassVar[bool] = False

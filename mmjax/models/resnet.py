@@ -125,7 +125,6 @@ class ResNet(SpecModule):
 
     A ResNet tower runs its BatchNorm on the running statistics it was loaded with."""
 
-    Spec: ClassVar[type] = ResNetSpec
     spec: ResNetSpec
     takes_mask: ClassVar[bool] = False  # image encoder protocol: see models/kinds.py
     grid_tokens: ClassVar[bool] = True  # tokens are the feature map [batch, h, w, C]

@@ -21,8 +21,9 @@ module (``vit.width`` is ``vit.spec.width``), so code that inspects a built modu
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -92,7 +93,23 @@ class TransformerSpec:
 
 
 class SpecModule(nn.Module):
-    """A module whose options are one ``spec`` field; ``module.<field>`` reads the spec's."""
+    """A module whose options are one ``spec`` field; ``module.<field>`` reads the spec's.
+
+    ``Module.Spec`` is the spec class, read from the ``spec: XSpec`` annotation when the
+    subclass is defined (what ``spec_from_config`` builds for it), so it is written once.
+    """
+
+    Spec: ClassVar[type]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        annotation = cls.__dict__.get("__annotations__", {}).get("spec")
+        if isinstance(annotation, str):  # ``from __future__ import annotations``
+            name, annotation = annotation, vars(sys.modules[cls.__module__]).get(annotation)
+            if not isinstance(annotation, type):
+                raise TypeError(f"{cls.__name__}.spec: {name!r} is not a module-level class")
+        if annotation is not None:
+            cls.Spec = annotation
 
     def __getattr__(self, name: str) -> Any:
         spec = self.__dict__.get("spec")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -99,7 +98,6 @@ class CLIPTextTransformer(SpecModule):
     token for ``pool='eos'``.
     """
 
-    Spec: ClassVar[type] = CLIPTextSpec
     spec: CLIPTextSpec
 
     @nn.compact
@@ -148,7 +146,6 @@ class BertEncoder(SpecModule):
     has no pooler).
     """
 
-    Spec: ClassVar[type] = BertTextSpec
     spec: BertTextSpec
 
     @nn.compact

@@ -85,7 +85,6 @@ class VideoTransformer(SpecModule):
     patches. The other fields are the ``VisionTransformer``'s.
     """
 
-    Spec: ClassVar[type] = VideoSpec
     spec: VideoSpec
     takes_mask: ClassVar[bool] = False  # every token real
     grid_tokens: ClassVar[bool] = False

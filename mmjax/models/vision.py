@@ -137,7 +137,6 @@ class VisionTransformer(SpecModule):
     antialiased, DINOv2 with registers). Sequence: ``[cls, registers, patches]``.
     """
 
-    Spec: ClassVar[type] = ViTSpec
     spec: ViTSpec
     takes_mask: ClassVar[bool] = False  # image encoder protocol: see models/kinds.py
     grid_tokens: ClassVar[bool] = False

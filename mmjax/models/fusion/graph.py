@@ -4,15 +4,20 @@ token-cluster nodes made by masked attention pooling)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mmjax.models.common import check_tokens, key_mask, zero_padding
-from mmjax.models.fusion.common import INTO_WIDTH, Array, Tokens, VectorFusionSpec, pooled_of
+from mmjax.models.fusion.common import (
+    INTO_WIDTH,
+    Array,
+    Fused,
+    Modalities,
+    VectorFusionSpec,
+    pooled_of,
+)
 from mmjax.models.heads import dense
 from mmjax.models.kinds import register_fusion
 from mmjax.models.layers import (
@@ -88,13 +93,10 @@ class GraphFusion(SpecModule):
     [batch, nodes, width]}``.
     """
 
-    Spec: ClassVar[type] = GraphSpec
     spec: GraphSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         pooled = pooled_of("GraphFusion", modalities)
         nodes = [
             dense(self.width, INTO_WIDTH, self.dtype, f"node_{i}")(p)[:, None]

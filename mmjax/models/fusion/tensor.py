@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.models.fusion.common import INTO_WIDTH, Array, Tokens, VectorFusionSpec, pooled_of
+from mmjax.models.fusion.common import (
+    INTO_WIDTH,
+    Fused,
+    Modalities,
+    VectorFusionSpec,
+    pooled_of,
+)
 from mmjax.models.heads import dense
 from mmjax.models.kinds import register_fusion
 from mmjax.models.layers import kernel_init
@@ -62,13 +66,10 @@ class TensorFusion(SpecModule):
     weight of CP rank ``rank``, in ``O(n * rank * hidden * width)``.
     """
 
-    Spec: ClassVar[type] = TensorSpec
     spec: TensorSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         pooled = pooled_of("TensorFusion", modalities)
         batch = pooled[0].shape[0]
         ones = jnp.ones((batch, 1), self.dtype)
@@ -112,5 +113,4 @@ class TensorFusion(SpecModule):
 class LowRankTensorFusion(TensorFusion):
     """``TensorFusion`` with ``rank >= 1`` (Low-rank Multimodal Fusion)."""
 
-    Spec: ClassVar[type] = LowRankSpec
     spec: LowRankSpec
