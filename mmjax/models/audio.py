@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import key_mask, masked_mean, patch_embedding, zero_padding
+from mmjax.models.common import key_mask, logical_param, masked_mean, patch_embedding, zero_padding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
 from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
@@ -101,20 +101,12 @@ class AudioTransformer(SpecModule):
         else:
             x = (
                 x
-                + self.param(
-                    "pos_embed",
-                    nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
-                    (steps * bands, w),
-                    jnp.float32,
+                + logical_param(
+                    self, "pos_embed", dense_init(w**-0.5), (steps * bands, w), (None, "embed")
                 ).astype(x.dtype)[None]
             )
         if self.pool == "cls":
-            cls = self.param(
-                "cls_token",
-                nn.with_logical_partitioning(dense_init(w**-0.5), ("embed",)),
-                (w,),
-                jnp.float32,
-            )
+            cls = logical_param(self, "cls_token", dense_init(w**-0.5), (w,), ("embed",))
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, w)), x], 1)
             tokens_mask = jnp.concatenate([jnp.ones((batch, 1), jnp.bool_), tokens_mask], 1)
         x = zero_padding(x, tokens_mask)

@@ -49,6 +49,14 @@ def kernel_init(
     return nn.initializers.xavier_uniform(in_axis=in_axis, out_axis=out_axis)
 
 
+def logical_param(
+    module: nn.Module, name: str, init: nn.initializers.Initializer, shape: tuple, axes: tuple
+) -> Array:
+    """``module``'s float32 param ``name`` of ``shape``, its dims named ``axes`` (logical
+    axis names, for the sharding rules); cast it to the compute dtype at the use."""
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
 def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm whose scale and bias carry the ``embed`` logical axis."""
     return nn.LayerNorm(

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config import ConfigError
+from mmjax.models.common import logical_param
 from mmjax.models.layers import (
     Dtype,
     Encoder,
@@ -163,11 +164,8 @@ class AttentionalPooler(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         width = tokens.shape[-1]
-        queries = self.param(
-            "queries",
-            nn.with_logical_partitioning(dense_init(width**-0.5), (None, "embed")),
-            (self.num_queries, width),
-            jnp.float32,
+        queries = logical_param(
+            self, "queries", dense_init(width**-0.5), (self.num_queries, width), (None, "embed")
         )
         queries = layer_norm(self.ln_eps, self.dtype, name="ln_q")(queries.astype(self.dtype))
         queries = jnp.broadcast_to(queries, (tokens.shape[0], *queries.shape))
@@ -226,11 +224,8 @@ class CoCa(SpecModule):
 
         self.image_proj = proj("image_proj")
         self.text_proj = proj("text_proj")
-        self.logit_scale = self.param(
-            "logit_scale",
-            nn.with_logical_partitioning(nn.initializers.constant(self.logit_scale_init), ()),
-            (),
-            jnp.float32,
+        self.logit_scale = logical_param(
+            self, "logit_scale", nn.initializers.constant(self.logit_scale_init), (), ()
         )
 
     def encode_image(self, images: jax.Array, *, deterministic: bool = True) -> dict:

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.common import logical_param
 from mmjax.models.layers import Dtype, activation, kernel_init, layer_norm
 
 
@@ -59,11 +60,6 @@ class MLMHead(nn.Module):
     def __call__(self, x: jax.Array, embedding: jax.Array) -> jax.Array:
         h = dense(x.shape[-1], ("embed", "mlp"), self.dtype, "transform")(x)
         h = layer_norm(self.ln_eps, self.dtype, name="ln")(activation(self.act)(h))
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-            (embedding.shape[0],),
-            jnp.float32,
-        )
+        bias = logical_param(self, "bias", nn.initializers.zeros, (embedding.shape[0],), ("vocab",))
         logits = jnp.einsum("bse,ve->bsv", h, embedding.astype(self.dtype))
         return logits + bias.astype(self.dtype)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.common import patch_embedding
+from mmjax.models.common import logical_param, patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
 from mmjax.models.spec import SpecModule, check_choice
@@ -97,11 +97,8 @@ class VideoTransformer(SpecModule):
         return Encoder(self.spec.transformer(depth=depth), name=name)
 
     def _cls(self, batch: int) -> jax.Array:
-        cls = self.param(
-            "cls_token",
-            nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
-            (self.width,),
-            jnp.float32,
+        cls = logical_param(
+            self, "cls_token", dense_init(self.width**-0.5), (self.width,), ("embed",)
         )
         return jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.width))
 
@@ -122,17 +119,11 @@ class VideoTransformer(SpecModule):
             x = x + (space[None] + posemb_sincos_1d(steps, w)[:, None]).astype(x.dtype)[None]
             space_cls = jnp.zeros((w,), x.dtype)
         else:
-            pos = self.param(
-                "pos_embed",
-                nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
-                (cls_slot + patches, w),
-                jnp.float32,
+            pos = logical_param(
+                self, "pos_embed", dense_init(w**-0.5), (cls_slot + patches, w), (None, "embed")
             ).astype(x.dtype)
-            time = self.param(
-                "time_embed",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
-                (steps, w),
-                jnp.float32,
+            time = logical_param(
+                self, "time_embed", nn.initializers.zeros, (steps, w), (None, "embed")
             ).astype(x.dtype)
             x = x + pos[cls_slot:][None, None] + time[None, :, None]
             space_cls = pos[0] if cls_slot else jnp.zeros((w,), x.dtype)
@@ -161,11 +152,8 @@ class VideoTransformer(SpecModule):
         else:
             x = (
                 x
-                + self.param(
-                    "temporal_pos_embed",
-                    nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
-                    (steps, w),
-                    jnp.float32,
+                + logical_param(
+                    self, "temporal_pos_embed", dense_init(w**-0.5), (steps, w), (None, "embed")
                 ).astype(x.dtype)[None]
             )
         x = self._encoder(self.temporal_depth, "temporal_encoder")(x, deterministic=deterministic)

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import patch_embedding
+from mmjax.models.common import logical_param, patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
 from mmjax.models.relpos import RelativePositionBias
@@ -48,11 +48,8 @@ class MAPHead(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         embed = x.shape[-1]
-        probe = self.param(
-            "probe",
-            nn.with_logical_partitioning(nn.initializers.xavier_uniform(), (None, None, "embed")),
-            (1, 1, embed),
-            jnp.float32,
+        probe = logical_param(
+            self, "probe", nn.initializers.xavier_uniform(), (1, 1, embed), (None, None, "embed")
         )
         probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, embed))
         y = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(probe, x)
@@ -168,22 +165,20 @@ class VisionTransformer(SpecModule):
 
         has_cls = self.pool in ("cls", "cls_mean")
         if has_cls:
-            cls = self.param(
-                "cls_token",
-                nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
-                (self.width,),
-                jnp.float32,
+            cls = logical_param(
+                self, "cls_token", dense_init(self.width**-0.5), (self.width,), ("embed",)
             )
             cls = jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width))
             x = jnp.concatenate([cls, x], axis=1)
         if self.posemb == "learn":
             x = x + self._learned_posemb(int(has_cls), (grid_h, grid_w)).astype(x.dtype)[None]
         if self.num_registers:
-            reg = self.param(
+            reg = logical_param(
+                self,
                 "registers",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
+                nn.initializers.zeros,
                 (self.num_registers, self.width),
-                jnp.float32,
+                (None, "embed"),
             )
             reg = jnp.broadcast_to(reg.astype(x.dtype), (batch, self.num_registers, self.width))
             x = jnp.concatenate([x[:, : int(has_cls)], reg, x[:, int(has_cls) :]], axis=1)
@@ -205,11 +200,12 @@ class VisionTransformer(SpecModule):
         """``pos_embed`` ``[prefix + h * w, width]`` of the checkpoint's grid, its patch rows
         resized to ``grid`` when the images have another size (``posemb_interp``)."""
         native = self.grid()
-        pos = self.param(
+        pos = logical_param(
+            self,
             "pos_embed",
-            nn.with_logical_partitioning(dense_init(self.width**-0.5), (None, "embed")),
+            dense_init(self.width**-0.5),
             (prefix + native[0] * native[1], self.width),
-            jnp.float32,
+            (None, "embed"),
         )
         if grid == native:
             return pos

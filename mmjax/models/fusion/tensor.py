@@ -7,6 +7,7 @@ import dataclasses
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mmjax.models.common import logical_param
 from mmjax.models.fusion.common import (
     INTO_WIDTH,
     Fused,
@@ -92,20 +93,16 @@ class TensorFusion(SpecModule):
             return {"pooled": dense(self.width, INTO_WIDTH, self.dtype, "out")(t)}
         out = None
         for i, z in enumerate(zs):
-            factor = self.param(
+            factor = logical_param(
+                self,
                 f"factor_{i}",
-                nn.with_logical_partitioning(kernel_init(1, 2), (None, None, "embed")),
+                kernel_init(1, 2),
                 (self.rank, self.hidden + 1, self.width),
-                jnp.float32,
+                (None, None, "embed"),
             )
             f = jnp.einsum("bh,rho->bro", z, factor.astype(self.dtype))
             out = f if out is None else out * f
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            (self.width,),
-            jnp.float32,
-        )
+        bias = logical_param(self, "bias", nn.initializers.zeros, (self.width,), ("embed",))
         return {"pooled": jnp.sum(out, axis=1) + bias.astype(self.dtype)}
 
 
