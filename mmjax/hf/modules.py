@@ -8,13 +8,15 @@ The encoders are mmjax's own (``models/vision.py``, ``models/text.py``,
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mmjax.models.heads import ClassifierHead, MLMHead, TanhPooler
 from mmjax.models.layers import Dtype
-from mmjax.models.resnet import ResNet
+from mmjax.models.resnet import ResNet, ResNetModes
 from mmjax.models.text import BertEncoder
 from mmjax.models.vision import VisionTransformer
 
@@ -102,16 +104,8 @@ class HFResNet(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self,
-        pixel_values: jax.Array,
-        *,
-        deterministic: bool = True,
-        train_batch_norm: bool = False,
-    ) -> Outputs:
-        out = self.image(
-            pixel_values, deterministic=deterministic, train_batch_norm=train_batch_norm
-        )
+    def __call__(self, pixel_values: jax.Array, **modes: Unpack[ResNetModes]) -> Outputs:
+        out = self.image(pixel_values, **modes)
         return hf_outputs(out, out["pooled"], self.num_labels, self.dtype)
 
 

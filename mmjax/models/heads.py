@@ -6,20 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import logical_param
-from mmjax.models.layers import Dtype, activation, kernel_init, layer_norm
-
-
-def dense(features: int, axes: tuple[str | None, str | None], dtype: Dtype, name: str) -> nn.Dense:
-    """``nn.Dense`` whose kernel / bias carry the logical ``axes`` / ``axes[1]``."""
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(kernel_init(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
-        name=name,
-    )
+from mmjax.models.common import dense, logical_param
+from mmjax.models.layers import Dtype, activation, layer_norm
 
 
 class TanhPooler(nn.Module):

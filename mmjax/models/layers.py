@@ -45,6 +45,7 @@ from mmjax.models.common import (
     Array,
     Dtype,
     activation,
+    dense,
     dense_init,
     kernel_init,
     layer_norm,
@@ -86,14 +87,7 @@ class Mlp(nn.Module):
         embed = x.shape[-1]
 
         def dense_in(name: str) -> Array:
-            return nn.Dense(
-                self.mlp_dim,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-                name=name,
-            )(x)
+            return dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name)(x)
 
         if self.gated:
             h = activation(self.act)(dense_in("wi_gate")) * dense_in("wi")
@@ -103,14 +97,7 @@ class Mlp(nn.Module):
             h, ("activation_batch", "activation_length", "activation_mlp")
         )
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
-        out = nn.Dense(
-            embed,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(kernel_init(), ("mlp", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="wo",
-        )(h)
+        out = dense(embed, ("mlp", "embed"), self.dtype, "wo")(h)
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 
 

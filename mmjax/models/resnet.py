@@ -9,7 +9,7 @@ BatchNorm uses its running statistics (``batch_stats`` collection) unless called
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import flax.linen as nn
 import jax
@@ -117,6 +117,13 @@ class ResNetSpec:
         check_choice("layer_type", self.layer_type, LAYER_TYPES)
         if len(self.hidden_sizes) != len(self.depths):
             raise ValueError(f"hidden_sizes {self.hidden_sizes} and depths {self.depths} differ")
+
+
+class ResNetModes(TypedDict, total=False):
+    """``ResNet.__call__``'s keyword modes, for wrappers that pass them on."""
+
+    deterministic: bool  # no effect (no dropout); the image encoder protocol's
+    train_batch_norm: bool  # BatchNorm on batch statistics, updating ``batch_stats``
 
 
 @register_image_encoder("resnet")

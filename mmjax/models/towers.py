@@ -16,9 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import logical_param
+from mmjax.models.common import dense, logical_param
 from mmjax.models.encoders import build_image_encoder, build_text_encoder
-from mmjax.models.layers import kernel_init
 from mmjax.models.spec import SpecModule, dtype_from_name, runtime_fields, spec_from_config
 
 __all__ = [
@@ -82,15 +81,8 @@ class TwoTower(SpecModule):
 
     def setup(self) -> None:
         def proj(name: str) -> nn.Dense:
-            return nn.Dense(
-                self.embed_dim,
-                use_bias=self.proj_bias,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "proj")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("proj",)),
-                name=name,
-            )
+            axes = ("embed", "proj")
+            return dense(self.embed_dim, axes, self.dtype, name, use_bias=self.proj_bias)
 
         self.image_proj = proj("image_proj") if self.image_projection else None
         self.text_proj = proj("text_proj")

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import logical_param, patch_embedding
+from mmjax.models.common import learned_queries, logical_param, patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
 from mmjax.models.relpos import RelativePositionBias
@@ -47,11 +47,8 @@ class MAPHead(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        embed = x.shape[-1]
-        probe = logical_param(
-            self, "probe", nn.initializers.xavier_uniform(), (1, 1, embed), (None, None, "embed")
-        )
-        probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, embed))
+        init = nn.initializers.xavier_uniform()
+        probe = learned_queries(self, "probe", init, (1, 1, x.shape[-1]), len(x))
         y = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(probe, x)
         y = y + Mlp(self.mlp_dim, act=self.act, dtype=self.dtype, name="mlp")(
             layer_norm(self.ln_eps, self.dtype, name="ln")(y)

@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import check_tokens, key_mask, logical_param, zero_padding
+from mmjax.models.common import check_tokens, key_mask, learned_queries, logical_param, zero_padding
 from mmjax.models.fusion.common import (
     INTO_WIDTH,
     Array,
@@ -103,11 +103,8 @@ class GraphFusion(SpecModule):
         for i, (name, mod) in enumerate(modalities.items() if k else ()):
             t, m = mod["tokens"], mod["mask"]
             check_tokens(f"GraphFusion modality {name}", t, m)
-            queries = logical_param(
-                self, f"cluster_queries_{i}", dense_init(), (k, self.width), (None, "embed")
-            )
+            q = learned_queries(self, f"cluster_queries_{i}", dense_init(), (k, self.width), len(t))
             x = dense(self.width, INTO_WIDTH, self.dtype, f"cluster_proj_{i}")(zero_padding(t, m))
-            q = jnp.broadcast_to(queries.astype(self.dtype), (t.shape[0], k, self.width))
             nodes.append(
                 MultiHeadAttention(1, dtype=self.dtype, name=f"cluster_pool_{i}")(
                     q, x, mask=key_mask(m)
