@@ -5,26 +5,19 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-import ml_collections
 import numpy as np
 import pytest
 
 from mmjax.data.pipeline import eval_batches, train_dataset
 from mmjax.data.synthetic import COMBINATIONS, SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer, build_synthetic_tokenizer
+from tests.conftest import synthetic_data_cfg
 
 
 def _data_cfg(**kw):
-    base = dict(
-        source="synthetic",
-        train_records=500,
-        eval_records=40,
-        image_size=32,
-        synthetic_seed=0,
-        num_threads=2,
-        prefetch=2,
-    )
-    return ml_collections.ConfigDict({**base, **kw})
+    cfg = synthetic_data_cfg(train_records=500, eval_records=40, image_size=32, prefetch=2)
+    cfg.update(kw)
+    return cfg
 
 
 def test_records_are_deterministic_by_index():
