@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from mmjax.models.common import key_mask, logical_param, masked_mean, patch_embedding, zero_padding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
-from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
+from mmjax.models.spec import SpecModule, TransformerSpec
 from mmjax.models.vision import posemb_sincos_2d
 
 POOLS = ("cls", "mean")
@@ -48,11 +48,10 @@ class AudioSpec(TransformerSpec):
     width: int
     pool: str = "mean"
     posemb: str = "learn"
+    choices: ClassVar[dict[str, tuple]] = {"pool": POOLS, "posemb": POSEMBS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("pool", self.pool, POOLS)
-        check_choice("posemb", self.posemb, POSEMBS)
         if self.max_frames % self.time_patch or self.num_mels % self.freq_patch:
             raise ValueError(
                 f"a {self.max_frames} x {self.num_mels} spectrogram is not divisible into "

@@ -74,9 +74,14 @@ class TransformerSpec:
     attention_impl: str | None = None
     remat: str = "none"
     scan_layers: bool = False
+    # A table of string fields and their known values; each subclass lists its own fields
+    # (``__post_init__`` checks those of every class in the MRO).
+    choices: ClassVar[dict[str, tuple]] = {"remat": REMATS}
 
     def __post_init__(self) -> None:
-        check_choice("remat", self.remat, REMATS)
+        for cls in type(self).__mro__:
+            for field, known in vars(cls).get("choices", {}).items():
+                check_choice(field, getattr(self, field), known)
         if self.depth < 0 or self.num_heads < 1 or self.mlp_dim < 1:
             raise ValueError(
                 f"depth / num_heads / mlp_dim: need depth >= 0, num_heads >= 1, mlp_dim >= 1; "

@@ -31,7 +31,7 @@ import numpy as np
 from mmjax.models.common import logical_param, patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
-from mmjax.models.spec import SpecModule, check_choice
+from mmjax.models.spec import SpecModule
 from mmjax.models.vision import PatchSpec, pool_tokens, posemb_sincos_2d
 
 ATTENTIONS = ("joint", "factorised")
@@ -60,11 +60,10 @@ class VideoSpec(PatchSpec):
     temporal_depth: int = 1  # 'factorised': blocks of the temporal encoder
     pool: str = "mean"
     posemb: str = "learn"
+    choices: ClassVar[dict[str, tuple]] = {"attention": ATTENTIONS, "posemb": POSEMBS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("attention", self.attention, ATTENTIONS)
-        check_choice("posemb", self.posemb, POSEMBS)
         if self.num_frames % self.tubelet:
             raise ValueError(
                 f"video of {self.num_frames} frames is not divisible into tubelets of "
