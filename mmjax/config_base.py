@@ -28,7 +28,11 @@ import ml_collections
 
 CONTEXT = 12  # the longest synthetic caption is 10 words + BOS/EOS
 VOCAB = 40  # the shipped synthetic tokenizer has 39 tokens
-TINY = dict(width=32, depth=1, num_heads=2, mlp_dim=64)  # every tower of a *_tiny run
+# Tower sizes (depth per tower): the default runs' (two-tower, caption), the fused and
+# video runs', and every tower of a *_tiny run.
+SMALL = dict(width=128, num_heads=4, mlp_dim=512)
+MEDIUM = dict(width=96, num_heads=4, mlp_dim=384)
+TINY = dict(width=32, depth=1, num_heads=2, mlp_dim=64)
 TINY_IMAGE = dict(TINY, image_size=32, patch_size=8)
 
 
@@ -169,10 +173,8 @@ def vit(**overrides: object) -> dict:
     image = dict(
         image_size=64,
         patch_size=16,
-        width=128,
+        **SMALL,
         depth=3,
-        num_heads=4,
-        mlp_dim=512,
         pool="cls",
         posemb="sincos2d",
         act="gelu",
@@ -189,10 +191,8 @@ def clip_text(**overrides: object) -> dict:
         vocab_size=VOCAB,
         context_length=CONTEXT,
         eos_id=3,
-        width=128,
+        **SMALL,
         depth=2,
-        num_heads=4,
-        mlp_dim=512,
         act="quick_gelu",
         dropout_rate=0.0,
     )
@@ -244,11 +244,11 @@ def fused() -> ml_collections.ConfigDict:
     """VQA on the synthetic shapes: the question cross-attends to the image patches, an MLP
     head scores the answers (``configs/vqa_cross_attention.py``)."""
     m = compute()
-    m.image = vit(image_size=48, patch_size=8, width=96, depth=2, num_heads=4, mlp_dim=384)
+    m.image = vit(image_size=48, patch_size=8, **MEDIUM, depth=2)
     m.image.pool = "mean"  # no class token: the fusion reads every patch
     # A bidirectional (non-causal) pre-LN text encoder: the question reads both ways.
-    m.text = clip_text(width=96, depth=1, num_heads=4, mlp_dim=384, act="gelu", causal=False)
-    m.fusion = dict(kind="cross_attention", width=96, depth=2, num_heads=4, mlp_dim=384)
+    m.text = clip_text(**MEDIUM, depth=1, act="gelu", causal=False)
+    m.fusion = dict(kind="cross_attention", **MEDIUM, depth=2)
     task = dict(
         name="classify",
         target="vqa",  # 'vqa' | 'match' | 'label'
@@ -307,11 +307,9 @@ def caption() -> ml_collections.ConfigDict:
         bos_id=2,
         eos_id=3,
         pad_id=0,
-        width=128,
+        **SMALL,
         unimodal_depth=1,  # text-only causal layers (the contrastive text embedding)
         depth=2,  # multimodal layers: causal self-attention + cross-attention to the image
-        num_heads=4,
-        mlp_dim=512,
         act="gelu",
         tie_embeddings=True,  # logits = hidden @ token_embed.T
         dropout_rate=0.0,
@@ -349,10 +347,8 @@ def vivit(**overrides: object) -> dict:
         image_size=32,
         patch_size=8,
         tubelet=2,
-        width=96,
+        **MEDIUM,
         depth=2,
-        num_heads=4,
-        mlp_dim=384,
         attention="joint",  # 'joint' | 'factorised' (spatial encoder, then temporal)
         temporal_depth=1,
         pool="mean",

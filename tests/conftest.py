@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import ml_collections
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -24,6 +25,24 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "configs" / "clip_synthetic.py"
+
+
+def synthetic_data_cfg(**kw: object) -> ml_collections.ConfigDict:
+    """``config.data`` of the base config (the synthetic shapes) with ``kw`` set."""
+    from mmjax import config_base
+
+    cfg = config_base.data()
+    cfg.update(kw)
+    return cfg
+
+
+def train_cmd(workdir: Path, steps: int, *extra: str) -> list[str]:
+    """``mmjax train`` of the tiny default config as a subprocess command: ``steps`` steps,
+    a checkpoint and a log line every 10, no eval; ``extra`` flags appended."""
+    train = dict(steps=steps, checkpoint_every=10, eval_every=0, log_every=10)
+    flags = [f"--config.train.{k}={v}" for k, v in train.items()]
+    cli = [sys.executable, "-m", "mmjax.cli", "train", "--config", f"{CONFIG}:tiny"]
+    return [*cli, "--workdir", str(workdir), *flags, *extra]
 
 
 @pytest.fixture

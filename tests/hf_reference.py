@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,22 @@ def assert_same_state_dict(before: dict, after: dict, skip: tuple[str, ...] = ()
     for key, value in before.items():
         if not (skip and key.endswith(skip)):
             np.testing.assert_array_equal(after[key].numpy(), value.numpy(), err_msg=key)
+
+
+def save_roundtrip(cls_name: str, checkpoint: Path, out: Path, skip: tuple[str, ...]):
+    """Loads the transformers ``checkpoint`` into mmjax and saves it to ``out``; checks that
+    the saved ``config.json`` names ``cls_name`` and that transformers reads back the same
+    state dict (keys ending in one of ``skip`` not compared). Returns the ``original`` and
+    ``reloaded`` torch models and the mmjax module."""
+    import mmjax.hf
+
+    original = torch_model(cls_name, checkpoint)
+    module, variables = mmjax.hf.load(checkpoint)
+    mmjax.hf.save(out, module, variables)
+    assert json.loads((out / "config.json").read_text())["architectures"] == [cls_name]
+    reloaded = torch_model(cls_name, out)
+    assert_same_state_dict(original.state_dict(), reloaded.state_dict(), skip)
+    return original, reloaded, module
 
 
 def max_diff(a, b) -> float:

@@ -23,6 +23,7 @@ from mmjax.data.pipeline import train_dataset
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import ImageTextExample, normalize_images
 from mmjax.data.workers import with_workers
+from tests.conftest import synthetic_data_cfg
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
 
@@ -186,16 +187,7 @@ def test_normalize_host_matches_device_normalization():
 
 def _pipeline(workers: int):
     """Synthetic records -> random-resized crop + flip (position-seeded) -> batches of 4."""
-    cfg = ml_collections.ConfigDict(
-        dict(
-            source="synthetic",
-            train_records=40,
-            image_size=32,
-            synthetic_seed=0,
-            num_threads=1,
-            prefetch=1,
-        )
-    )
+    cfg = synthetic_data_cfg(train_records=40, image_size=32, num_threads=1, prefetch=1)
     example = ImageTextExample(TextTokenizer.synthetic(12), RandomResizedCrop(16, flip=True))
     return with_workers(train_dataset(cfg, None, 4, seed=0, example=example), workers)
 

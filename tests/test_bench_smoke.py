@@ -21,17 +21,20 @@ KEYS = {
 }
 
 
-def test_vs_peers_smoke_writes_rows(tmp_path: Path) -> None:
+def _smoke(
+    script: str, tmp_path: Path, timeout: int, *args: str
+) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Runs ``benchmarks/<script> --smoke`` (with ``args``), which must succeed, and returns
+    the process and the rows it wrote with ``--json``."""
     out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "vs_peers.py"), "--smoke", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", *args, "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())
+    return proc, json.loads(out.read_text())
+
+
+def test_vs_peers_smoke_writes_rows(tmp_path: Path) -> None:
+    proc, rows = _smoke("vs_peers.py", tmp_path, 120)
     assert rows and {r["impl"] for r in rows} == {"mmjax"}
     row = rows[0]
     assert KEYS <= set(row), KEYS - set(row)
@@ -44,17 +47,7 @@ def test_vs_peers_smoke_writes_rows(tmp_path: Path) -> None:
 def test_data_loader_smoke_writes_rows(tmp_path: Path) -> None:
     """``benchmarks/data_loader.py --smoke``: a few JPEGs, grain and torch with 0 workers,
     the same pixels from both, and the tiny config's train step."""
-    out = tmp_path / "rows.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "data_loader.py"), "--smoke"]
-        + ["--dir", str(tmp_path / "jpegs"), "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(out.read_text())
+    proc, rows = _smoke("data_loader.py", tmp_path, 300, "--dir", str(tmp_path / "jpegs"))
     assert {(r["loader"], r["workers"]) for r in rows} == {("grain", 0), ("torch", 0)}
     assert all(r["images_per_s"] > 0 and r["step_images_per_s"] > 0 for r in rows)
     assert len({r["batch_sha1"] for r in rows}) == 1  # both loaders made the same pixels

@@ -5,42 +5,41 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-import ml_collections
 import numpy as np
 import pytest
 
 from mmjax.data.pipeline import eval_batches, train_dataset
 from mmjax.data.synthetic import COMBINATIONS, SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer, build_synthetic_tokenizer
+from tests.conftest import synthetic_data_cfg
 
 
 def _data_cfg(**kw):
-    base = dict(
-        source="synthetic",
-        train_records=500,
-        eval_records=40,
-        image_size=32,
-        synthetic_seed=0,
-        num_threads=2,
-        prefetch=2,
-    )
-    return ml_collections.ConfigDict({**base, **kw})
+    cfg = synthetic_data_cfg(train_records=500, eval_records=40, image_size=32, prefetch=2)
+    cfg.update(kw)
+    return cfg
 
 
 def test_records_are_deterministic_by_index():
-    a, b = SyntheticShapes("train", 100, 32), SyntheticShapes("train", 100, 32)
+    a, b = (
+        SyntheticShapes("train", 100, image_size=32),
+        SyntheticShapes("train", 100, image_size=32),
+    )
     for i in (0, 17, 99):
         ra, rb = a[i], b[i]
         assert ra["caption"] == rb["caption"] and ra["label"] == rb["label"]
         np.testing.assert_array_equal(ra["image"], rb["image"])
     assert a[0]["image"].shape == (32, 32, 3) and a[0]["image"].dtype == np.uint8
     assert not np.array_equal(a[0]["image"], a[1]["image"])
-    other_seed = SyntheticShapes("train", 100, 32, seed=1)
+    other_seed = SyntheticShapes("train", 100, image_size=32, seed=1)
     assert not np.array_equal(a[0]["image"], other_seed[0]["image"])
 
 
 def test_splits_are_disjoint_streams_and_eval_captions_unique():
-    train, ev = SyntheticShapes("train", 300, 32), SyntheticShapes("eval", 256, 32)
+    train, ev = (
+        SyntheticShapes("train", 300, image_size=32),
+        SyntheticShapes("eval", 256, image_size=32),
+    )
     assert not np.array_equal(train[0]["image"], ev[0]["image"])
     eval_labels = [ev[i]["label"] for i in range(256)]
     assert len(set(eval_labels)) == 256  # distinct attribute combinations
@@ -51,7 +50,7 @@ def test_splits_are_disjoint_streams_and_eval_captions_unique():
 
 
 def test_caption_describes_the_image():
-    src = SyntheticShapes("eval", 64, 48)
+    src = SyntheticShapes("eval", 64, image_size=48)
     for i in range(64):
         r = src[i]
         shape, colour, size, where = COMBINATIONS[r["label"]]
@@ -68,7 +67,7 @@ def test_shipped_tokenizer_matches_the_grammar():
     shipped = resources.files("mmjax.data") / "assets" / "synthetic_tokenizer.json"
     assert json.loads(shipped.read_text()) == json.loads(build_synthetic_tokenizer().to_str())
     tok = TextTokenizer.synthetic(12)
-    src = SyntheticShapes("train", 200, 32)
+    src = SyntheticShapes("train", 200, image_size=32)
     ids, mask = tok([src[i]["caption"] for i in range(200)])
     assert ids.shape == (200, 12) and ids.dtype == np.int32
     assert (ids != tok.tokenizer.token_to_id("[UNK]")).all()  # grammar fully covered

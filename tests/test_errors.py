@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 
-from tests.conftest import CONFIG, REPO
+from tests.conftest import CONFIG, REPO, train_cmd
 from tests.test_failures import ENV, _kill, _steps, _wait_for
-from tests.test_train import _train_cmd
 
 
 def _mmjax(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    cmd = [*_train_cmd(REPO / "unused", 1)[:3], *args]  # python -m mmjax.cli.app ...
+    cmd = [*train_cmd(REPO / "unused", 1)[:3], *args]  # python -m mmjax.cli.app ...
     return subprocess.run(
         cmd, cwd=REPO, env=env or ENV, capture_output=True, text=True, timeout=120
     )
@@ -45,7 +44,7 @@ def test_config_error_is_one_line_and_the_traceback_needs_debug(tmp_path):
 
 def test_sigterm_during_start_up_exits_cleanly(tmp_path):
     proc = subprocess.Popen(
-        _train_cmd(tmp_path, 50),
+        train_cmd(tmp_path, 50),
         cwd=REPO,
         env=ENV,
         stdout=subprocess.DEVNULL,

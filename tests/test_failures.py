@@ -22,16 +22,16 @@ from mmjax.train.checkpoint import read_state
 from mmjax.train.faults import NonFiniteError
 from mmjax.train.loop import train
 from mmjax.train.preemption import StopRequest
-from tests.conftest import REPO
-from tests.test_train import _final_params, _flatten, _rows, _train_cmd
+from tests.conftest import REPO, train_cmd
+from tests.test_train import _final_params, _flatten, _rows
 
 STEPS = 100
 ENV = dict(os.environ, JAX_PLATFORMS="cpu")
 
 
 def _overrides(steps: int) -> list[str]:
-    """The config ``_train_cmd`` runs, for in-process ``train``."""
-    cmd = _train_cmd(Path("x"), steps)
+    """The config ``train_cmd`` runs, for in-process ``train``."""
+    cmd = train_cmd(Path("x"), steps)
     return [a.removeprefix("--config.") for a in cmd if a.startswith("--config.")]
 
 
@@ -41,7 +41,7 @@ def _config(tiny_config, steps: int, *extra: str):
 
 def _start(workdir: Path, steps: int, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
-        _train_cmd(workdir, steps) + [f"--config.{e}" for e in extra],
+        train_cmd(workdir, steps) + [f"--config.{e}" for e in extra],
         cwd=REPO,
         env=ENV,
         stdout=subprocess.PIPE,

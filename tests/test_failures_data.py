@@ -19,7 +19,7 @@ from mmjax.data.sources.wds_source import WdsIterDataset, wds_record
 from mmjax.data.tokenizer import load_tokenizer
 from mmjax.data.transforms import BadRecord, decode_image
 from mmjax.hf.formats import WeightFileError, read_weights
-from tests.test_sources import _png, _tar
+from tests.source_data import _png, _tar
 
 SIZE = 16
 

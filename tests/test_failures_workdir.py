@@ -17,7 +17,7 @@ import pytest
 from mmjax.cli.app import main
 from mmjax.train.checkpoint import read_state
 from mmjax.train.loop import train
-from tests.conftest import REPO
+from tests.conftest import REPO, train_cmd
 from tests.test_failures import (
     ENV,
     _assert_same_params,
@@ -28,7 +28,7 @@ from tests.test_failures import (
     _steps,
     _wait_for,
 )
-from tests.test_train import _rows, _train_cmd
+from tests.test_train import _rows
 
 
 def _run(cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -41,7 +41,7 @@ def test_second_run_on_a_workdir_refuses_at_once_and_the_first_keeps_its_checkpo
     try:
         lock = tmp_path / ".mmjax.lock"
         _wait_for(first, lambda: lock.is_file() and lock.stat().st_size > 0, timeout=300)
-        second = _run(_train_cmd(tmp_path, 30), timeout=120)
+        second = _run(train_cmd(tmp_path, 30), timeout=120)
         _wait_for(first, lambda: len(_steps(ckpt)) >= 1, timeout=300)
         first.send_signal(signal.SIGTERM)
         out, _ = first.communicate(timeout=60)
@@ -116,7 +116,7 @@ def test_resume_checks_the_config_and_falls_back_to_the_latest_intact_step(
     # The two refusals through the CLI's main in this process (no interpreter start-up):
     # its exit code and the one line it prints are what `mmjax train` exits with.
     capsys.readouterr()
-    args = _train_cmd(tmp_path, steps)[3:]  # after `python -m mmjax.cli`
+    args = train_cmd(tmp_path, steps)[3:]  # after `python -m mmjax.cli`
     assert main(args + ["--config.optim.lr=0.001"]) == 4  # mmjax.errors: cannot resume
     err = capsys.readouterr().err
     assert "optim.lr: 0.005 -> 0.001" in err and "allow_config_change" in err
@@ -131,7 +131,7 @@ def test_resume_checks_the_config_and_falls_back_to_the_latest_intact_step(
 
     with _largest_file(ckpt / str(steps) / "state").open("r+b") as f:  # a truncated write
         f.truncate(f.seek(0, 2) // 2)
-    resumed = _run(_train_cmd(tmp_path, steps), timeout=300)
+    resumed = _run(train_cmd(tmp_path, steps), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"skipping checkpoint step {steps}: it does not restore" in resumed.stdout
     assert f"resumed from {ckpt} at step {steps - 10}" in resumed.stdout
@@ -157,7 +157,7 @@ def _small_files() -> None:
 
 def test_failed_async_save_stops_at_once_with_one_line_and_keeps_the_last_checkpoint(tmp_path):
     ckpt = tmp_path / "checkpoints"
-    cmd = _train_cmd(tmp_path, 60) + ["--config.train.log_every=1"]
+    cmd = train_cmd(tmp_path, 60) + ["--config.train.log_every=1"]
     proc = subprocess.run(
         cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300, preexec_fn=_small_files
     )

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from mmjax import config as config_lib
 from mmjax.config import ConfigError
-from mmjax.models.fusion.common import Tokens, VectorFusionSpec
+from mmjax.models.fusion.common import Fused, Modalities, VectorFusionSpec
 from mmjax.models.heads import dense
 from mmjax.models.kinds import FUSIONS, register_fusion
 from mmjax.models.spec import SpecModule
@@ -34,13 +31,10 @@ class ToySumSpec(VectorFusionSpec):
 class ToySumFusion(SpecModule):
     """``pooled = scale * sum_m Dense_m(pooled_m)``: ``[batch, d_m]`` -> ``[batch, width]``."""
 
-    Spec: ClassVar[type] = ToySumSpec
     spec: ToySumSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, jax.Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         parts = [
             dense(self.width, (None, "embed"), self.dtype, f"proj_{name}")(m["pooled"])
             for name, m in modalities.items()

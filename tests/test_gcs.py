@@ -21,10 +21,9 @@ from mmjax.data.pipeline import train_dataset
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.train.checkpoint import latest_step_dir, read_state
 from mmjax.train.loop import train
-from tests.conftest import REPO
+from tests.conftest import REPO, train_cmd
+from tests.source_data import _records, _tar
 from tests.test_failures import _assert_same_params, _config, _kill, _wait_for
-from tests.test_sources import _records, _tar
-from tests.test_train import _train_cmd
 
 pytest.importorskip("gcp_storage_emulator")
 pytest.importorskip("gcsfs")
@@ -105,7 +104,7 @@ def test_train_on_gs_killed_then_resumed_is_bit_identical(gcs, tiny_config, tmp_
     train(_config(tiny_config, STEPS), local)
     workdir = f"gs://{BUCKET}/runs/tiny"
     saved = lambda: _saved_steps(gcs, "runs/tiny/checkpoints")  # noqa: E731
-    cmd = _train_cmd(Path("unused"), STEPS)
+    cmd = train_cmd(Path("unused"), STEPS)
     cmd[cmd.index("--workdir") + 1] = workdir
     log = tmp_path / "killed.log"
     with log.open("w") as out:

@@ -32,9 +32,9 @@ def same(a: dict, b: dict) -> bool:
 @pytest.mark.parametrize(
     "make",
     [
-        lambda split, seed: MovingShapes(split, 64, 16, 4, seed),
-        lambda split, seed: Sounds(split, 36, 8000, seed),
-        lambda split, seed: SentimentPosts(split, 64, 32, 8000, seed),
+        lambda split, seed: MovingShapes(split, 64, seed=seed, image_size=16, num_frames=4),
+        lambda split, seed: Sounds(split, 36, seed=seed, sample_rate=8000),
+        lambda split, seed: SentimentPosts(split, 64, seed=seed, image_size=32, sample_rate=8000),
     ],
     ids=["moving_shapes", "sounds", "sentiment"],
 )

@@ -13,13 +13,12 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from mmjax.train.checkpoint import read_state
-from tests.conftest import CONFIG, REPO
+from tests.conftest import REPO, train_cmd
 from tests.test_train import _flatten
 
 STEPS = 30
@@ -32,21 +31,7 @@ def _free_port() -> int:
 
 
 def _cmd(workdir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mmjax.cli",
-        "train",
-        "--config",
-        f"{CONFIG}:tiny",
-        "--workdir",
-        str(workdir),
-        f"--config.train.steps={STEPS}",
-        "--config.train.checkpoint_every=10",
-        "--config.train.max_checkpoints=3",
-        "--config.train.eval_every=0",
-        "--config.train.log_every=10",
-    ]
+    return train_cmd(workdir, STEPS, "--config.train.max_checkpoints=3")
 
 
 def _env(devices: int) -> dict[str, str]:

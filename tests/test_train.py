@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 from mmjax import config as config_lib
 from mmjax.train.checkpoint import latest_step_dir, read_state
 from mmjax.train.loop import train
-from tests.conftest import CONFIG, REPO
+from tests.conftest import CONFIG, REPO, train_cmd
 
 
 def _rows(workdir: Path) -> list[dict]:
@@ -48,23 +47,6 @@ def _final_params(workdir: Path) -> dict:
     return read_state(latest_step_dir(workdir))["params"]
 
 
-def _train_cmd(workdir: Path, steps: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "mmjax.cli",
-        "train",
-        "--config",
-        f"{CONFIG}:tiny",
-        "--workdir",
-        str(workdir),
-        f"--config.train.steps={steps}",
-        "--config.train.checkpoint_every=10",
-        "--config.train.eval_every=0",
-        "--config.train.log_every=10",
-    ]
-
-
 def test_killed_run_resumes_from_last_checkpoint(tiny_config, tmp_path):
     """Kill -9 a run after its first checkpoint; the restart continues the step counter
     and ends with exactly the params of an uninterrupted run (run in this process, on the
@@ -73,7 +55,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_config, tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
-        _train_cmd(killed_dir, steps),
+        train_cmd(killed_dir, steps),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -99,7 +81,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_config, tmp_path):
     before = _rows(killed_dir)
 
     done = subprocess.run(
-        _train_cmd(killed_dir, steps),
+        train_cmd(killed_dir, steps),
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -116,7 +98,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny_config, tmp_path):
     straight_dir = tmp_path / "straight"
     cli = [
         a.removeprefix("--config.")
-        for a in _train_cmd(straight_dir, steps)
+        for a in train_cmd(straight_dir, steps)
         if a.startswith("--config.")
     ]
     train(config_lib.apply_overrides(tiny_config, cli), straight_dir)

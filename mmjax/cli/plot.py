@@ -9,10 +9,11 @@ here, with the non-interactive Agg backend.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any
+
+from mmjax.jsonl import read_json_lines
 
 FIGURE = "curves.png"
 
@@ -28,13 +29,7 @@ def read_series(path: Path) -> dict[str, tuple[list[int], list[float]]]:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file at {path}")
     series: dict[str, tuple[list[int], list[float]]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e})") from e
+    for _, row in read_json_lines(path):
         step = row.get("step")
         for key, value in row.items():
             if key == "step" or not isinstance(value, (int, float)) or not math.isfinite(value):

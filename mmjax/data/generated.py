@@ -25,13 +25,16 @@ def open_generated(name: str, data_cfg: Any, split: str) -> Any:
     seed = int(data_cfg.get("synthetic_seed", 0))
     rate = int((data_cfg.get("audio") or {}).get("sample_rate", 8000))
     if name == "moving_shapes":
+        frames = int(data_cfg.get("num_frames", 8))
         return moving_shapes.MovingShapes(
-            split, num, data_cfg.image_size, int(data_cfg.get("num_frames", 8)), seed
+            split, num, seed=seed, image_size=data_cfg.image_size, num_frames=frames
         )
     if name == "sounds":
-        return sounds.Sounds(split, num, rate, seed)
+        return sounds.Sounds(split, num, seed=seed, sample_rate=rate)
     if name == "sentiment":
-        return sentiment.SentimentPosts(split, num, data_cfg.image_size, rate, seed)
+        return sentiment.SentimentPosts(
+            split, num, seed=seed, image_size=data_cfg.image_size, sample_rate=rate
+        )
     raise ValueError(f"config.data.source: unknown generated:{name}; known: {list(NAMES)}")
 
 

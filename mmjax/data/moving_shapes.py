@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmjax.data.indexed_source import IndexedSource
+from mmjax.data.indexed_source import IndexedSource, pixel_grid
 from mmjax.data.synthetic import COLOURS, SHAPES, _shape_mask
 
 # direction -> (dy, dx) unit step (image rows grow downwards)
@@ -53,25 +53,16 @@ def caption_words() -> list[str]:
 class MovingShapes(IndexedSource):
     """Random-access source of moving-shape clips (a grain ``RandomAccessDataSource``)."""
 
-    salt, order_salt = 31, 7907
-    repr_fields = ("image_size", "num_frames")
+    options = {"image_size": 32, "num_frames": 8}
+    salt, order_salt, num_labels = 31, 7907, len(COMBINATIONS)
 
-    def __init__(
-        self,
-        split: str = "train",
-        num_records: int = 100_000,
-        image_size: int = 32,
-        num_frames: int = 8,
-        seed: int = 0,
-    ):
-        if image_size < 16 or num_frames < 2:
+    def prepare(self) -> None:
+        if self.image_size < 16 or self.num_frames < 2:
             raise ValueError(
-                f"need image_size >= 16 and num_frames >= 2, got {image_size}, {num_frames}"
+                f"need image_size >= 16 and num_frames >= 2, got {self.image_size}, "
+                f"{self.num_frames}"
             )
-        super().__init__(split, num_records, seed, num_labels=len(COMBINATIONS))
-        self.image_size, self.num_frames = image_size, num_frames
-        grid = np.arange(image_size, dtype=np.float32) + 0.5
-        self._yy, self._xx = np.meshgrid(grid, grid, indexing="ij")
+        self._yy, self._xx = pixel_grid(self.image_size)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)

@@ -86,19 +86,8 @@ def voice(contour: int, sample_rate: int, rng: np.random.Generator) -> np.ndarra
 class SentimentPosts(IndexedSource):
     """Random-access source of three-modality posts (a grain ``RandomAccessDataSource``)."""
 
+    options = {"image_size": 32, "sample_rate": 8000}
     salt = 41
-    repr_fields = ("image_size", "sample_rate")
-
-    def __init__(
-        self,
-        split: str = "train",
-        num_records: int = 100_000,
-        image_size: int = 32,
-        sample_rate: int = 8000,
-        seed: int = 0,
-    ):
-        super().__init__(split, num_records, seed)
-        self.image_size, self.sample_rate = image_size, sample_rate
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         rng = self.record_rng(int(index))

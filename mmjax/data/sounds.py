@@ -51,18 +51,8 @@ def tone(freq: float, samples: int, sample_rate: int, timbre: str, rng: np.rando
 class Sounds(IndexedSource):
     """Random-access source of beep clips (a grain ``RandomAccessDataSource``)."""
 
-    salt, order_salt = 37, 7901
-    repr_fields = ("sample_rate",)
-
-    def __init__(
-        self,
-        split: str = "train",
-        num_records: int = 100_000,
-        sample_rate: int = 8000,
-        seed: int = 0,
-    ):
-        super().__init__(split, num_records, seed, num_labels=len(COMBINATIONS))
-        self.sample_rate = sample_rate
+    options = {"sample_rate": 8000}
+    salt, order_salt, num_labels = 37, 7901, len(COMBINATIONS)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)

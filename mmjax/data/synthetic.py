@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mmjax.data.indexed_source import SPLITS, IndexedSource, pixel_grid
+
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {
     "red": (220, 30, 30),
@@ -49,7 +51,6 @@ TEMPLATES = (
     "there is a {size} {colour} {shape} {where}",
     "{where} , a {size} {colour} {shape}",
 )
-SPLITS = {"train": 0, "eval": 1}
 
 # Questions about one record, by the attribute they ask for (VQA over the synthetic set).
 # Each names enough of the other attributes to be unambiguous and leaves the answer out.
@@ -100,7 +101,7 @@ def _shape_mask(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndar
     raise ValueError(f"unknown shape {shape!r}")
 
 
-class SyntheticShapes:
+class SyntheticShapes(IndexedSource):
     """Random-access source of ``{'image': uint8 [size, size, 3], 'caption': str, 'label': int}``.
 
     ``label`` indexes ``COMBINATIONS`` (useful for classification and for
@@ -108,55 +109,22 @@ class SyntheticShapes:
     ``corrupt_fraction > 0`` that fraction of records (chosen by index) is bad on purpose.
     """
 
-    def __init__(
-        self,
-        split: str = "train",
-        num_records: int = 100_000,
-        image_size: int = 64,
-        seed: int = 0,
-        corrupt_fraction: float = 0.0,
-    ):
-        if not 0.0 <= corrupt_fraction <= 1.0:
-            raise ValueError(f"corrupt_fraction must be in [0, 1], got {corrupt_fraction}")
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; known: {sorted(SPLITS)}")
-        if split == "eval" and num_records > len(COMBINATIONS):
-            raise ValueError(
-                f"the eval split has at most {len(COMBINATIONS)} distinct captions; "
-                f"asked for {num_records}"
-            )
-        if image_size < 16:
-            raise ValueError(f"image_size must be >= 16, got {image_size}")
-        self.split = split
-        self.num_records = num_records
-        self.image_size = image_size
-        self.seed = seed
-        self.corrupt_fraction = corrupt_fraction
-        self._eval_order = np.random.default_rng([seed, 7919]).permutation(len(COMBINATIONS))
-        grid = np.arange(image_size, dtype=np.float32) + 0.5
-        self._yy, self._xx = np.meshgrid(grid, grid, indexing="ij")
+    options = {"image_size": 64, "corrupt_fraction": 0.0}
+    salt, order_salt, num_labels = None, 7919, len(COMBINATIONS)
 
-    def __len__(self) -> int:
-        return self.num_records
-
-    def __repr__(self) -> str:
-        return (
-            f"SyntheticShapes(split={self.split!r}, num_records={self.num_records}, "
-            f"image_size={self.image_size}, seed={self.seed}"
-            + (f", corrupt_fraction={self.corrupt_fraction})" if self.corrupt_fraction else ")")
-        )
+    def prepare(self) -> None:
+        if not 0.0 <= self.corrupt_fraction <= 1.0:
+            raise ValueError(f"corrupt_fraction must be in [0, 1], got {self.corrupt_fraction}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        self._yy, self._xx = pixel_grid(self.image_size)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
-        if not 0 <= index < self.num_records:
-            raise IndexError(f"record {index} is out of range for {self!r}")
+        rng = self.record_rng(index)
         if self.corrupt_fraction and self.is_corrupt(index):
             return self._corrupt(index)
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
-        if self.split == "eval":
-            label = int(self._eval_order[index])
-        else:
-            label = int(rng.integers(len(COMBINATIONS)))
+        label = self.label(index, rng)
         shape, colour, size, where = COMBINATIONS[label]
         n = self.image_size
 

@@ -8,24 +8,34 @@ The encoders are mmjax's own (``models/vision.py``, ``models/text.py``,
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mmjax.models.heads import ClassifierHead, MLMHead, TanhPooler
 from mmjax.models.layers import Dtype
-from mmjax.models.resnet import ResNet
+from mmjax.models.resnet import ResNet, ResNetModes
 from mmjax.models.text import BertEncoder
 from mmjax.models.vision import VisionTransformer
 
+# What every wrapper returns: transformers' output names -> arrays.
+Outputs = dict[str, jax.Array]
 
-def with_logits(
-    result: dict[str, jax.Array], pooled: jax.Array, num_labels: int, dtype: Dtype
-) -> dict[str, jax.Array]:
-    """``result`` plus ``'logits'`` ``[batch, num_labels]`` of a linear classifier (``head``)
-    on ``pooled`` when ``num_labels > 0``; call inside the wrapper's compact ``__call__``."""
+
+def hf_outputs(
+    out: Outputs, pooler_output: jax.Array | None, num_labels: int, dtype: Dtype
+) -> Outputs:
+    """An encoder's ``out`` under transformers' names: ``last_hidden_state`` (its
+    ``tokens``), ``pooler_output`` (unless None) and, when ``num_labels > 0``, ``'logits'``
+    ``[batch, num_labels]`` of a linear classifier (``head``) on ``out['pooled']``; call
+    inside the wrapper's compact ``__call__``."""
+    result = {"last_hidden_state": out["tokens"]}
+    if pooler_output is not None:
+        result["pooler_output"] = pooler_output
     if num_labels:
-        result["logits"] = ClassifierHead(num_labels, dtype, name="head")(pooled)
+        result["logits"] = ClassifierHead(num_labels, dtype, name="head")(out["pooled"])
     return result
 
 
@@ -42,15 +52,12 @@ class HFViT(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, pixel_values: jax.Array, *, deterministic: bool = True
-    ) -> dict[str, jax.Array]:
+    def __call__(self, pixel_values: jax.Array, *, deterministic: bool = True) -> Outputs:
         out = self.image(pixel_values, deterministic=deterministic)
-        result = {"last_hidden_state": out["tokens"]}
+        pooled = None
         if self.pooler:
-            pooler = TanhPooler(self.image.width, self.dtype, name="pooler")
-            result["pooler_output"] = pooler(out["pooled"])
-        return with_logits(result, out["pooled"], self.num_labels, self.dtype)
+            pooled = TanhPooler(self.image.width, self.dtype, name="pooler")(out["pooled"])
+        return hf_outputs(out, pooled, self.num_labels, self.dtype)
 
 
 class HFBert(nn.Module):
@@ -73,12 +80,10 @@ class HFBert(nn.Module):
         token_type_ids: jax.Array | None = None,
         *,
         deterministic: bool = True,
-    ) -> dict[str, jax.Array]:
+    ) -> Outputs:
         mask = None if attention_mask is None else attention_mask.astype(bool)
         out = self.text(input_ids, mask, token_type_ids, deterministic=deterministic)
-        result = {"last_hidden_state": out["tokens"]}
-        if "pooled" in out:
-            result["pooler_output"] = out["pooled"]
+        result = hf_outputs(out, out.get("pooled"), 0, self.dtype)
         if self.mlm:
             table = nn.unbox(self.text.variables["params"]["word_embed"]["embedding"])
             head = MLMHead(self.text.act, self.text.ln_eps, self.dtype, name="mlm")
@@ -99,18 +104,9 @@ class HFResNet(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self,
-        pixel_values: jax.Array,
-        *,
-        deterministic: bool = True,
-        train_batch_norm: bool = False,
-    ) -> dict[str, jax.Array]:
-        out = self.image(
-            pixel_values, deterministic=deterministic, train_batch_norm=train_batch_norm
-        )
-        result = {"last_hidden_state": out["tokens"], "pooler_output": out["pooled"]}
-        return with_logits(result, out["pooled"], self.num_labels, self.dtype)
+    def __call__(self, pixel_values: jax.Array, **modes: Unpack[ResNetModes]) -> Outputs:
+        out = self.image(pixel_values, **modes)
+        return hf_outputs(out, out["pooled"], self.num_labels, self.dtype)
 
 
 class HFVisionModel(nn.Module):
@@ -128,9 +124,6 @@ class HFVisionModel(nn.Module):
     dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(
-        self, pixel_values: jax.Array, *, deterministic: bool = True
-    ) -> dict[str, jax.Array]:
+    def __call__(self, pixel_values: jax.Array, *, deterministic: bool = True) -> Outputs:
         out = self.image(pixel_values, deterministic=deterministic)
-        result = {"last_hidden_state": out["tokens"], "pooler_output": out["pooled"]}
-        return with_logits(result, out["pooled"], self.num_labels, self.dtype)
+        return hf_outputs(out, out["pooled"], self.num_labels, self.dtype)

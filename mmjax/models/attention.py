@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.common import Array, Dtype, kernel_init
+from mmjax.models.common import Array, Dtype, kernel_init, logical_param
 
 
 def key_padding(padding_mask: Array | None) -> dict[str, Array | None]:
@@ -35,6 +35,22 @@ def key_padding(padding_mask: Array | None) -> dict[str, Array | None]:
     return {"kv_lengths": None, "mask": jnp.asarray(padding_mask).astype(bool)[:, None, None, :]}
 
 
+def einsum_dense(
+    module: nn.Module, x: Array, equation: str, kernel: tuple, out_dims: int, use_bias: bool
+) -> Array:
+    """``einsum(equation, x, kernel)`` in ``module.dtype`` plus, with ``use_bias``, a zero-init
+    ``bias`` over the kernel's last ``out_dims`` dims. ``kernel``: ``(init, shape, axes)``
+    of the float32 ``kernel`` param (logical axis names ``axes``)."""
+    init, shape, axes = kernel
+    w = logical_param(module, "kernel", init, shape, axes)
+    y = jnp.einsum(equation, x.astype(module.dtype), w.astype(module.dtype))
+    if use_bias:
+        zeros = nn.initializers.zeros
+        bias = logical_param(module, "bias", zeros, shape[-out_dims:], axes[-out_dims:])
+        y = y + bias.astype(module.dtype)
+    return y
+
+
 class HeadsProjection(nn.Module):
     """``[batch, seq, embed]`` -> ``[batch, seq, heads, kv]``; kernel ``[embed, heads, kv]``."""
 
@@ -45,22 +61,9 @@ class HeadsProjection(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(kernel_init(0, (1, 2)), ("embed", "heads", "kv")),
-            (x.shape[-1], self.num_heads, self.head_dim),
-            jnp.float32,
-        )
-        y = jnp.einsum("bse,ehd->bshd", x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")),
-                (self.num_heads, self.head_dim),
-                jnp.float32,
-            )
-            y = y + bias.astype(self.dtype)
-        return y
+        shape = (x.shape[-1], self.num_heads, self.head_dim)
+        kernel = (kernel_init(0, (1, 2)), shape, ("embed", "heads", "kv"))
+        return einsum_dense(self, x, "bse,ehd->bshd", kernel, 2, self.use_bias)
 
 
 class HeadsOutput(nn.Module):
@@ -72,22 +75,9 @@ class HeadsOutput(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        kernel = self.param(
-            "kernel",
-            nn.with_logical_partitioning(kernel_init((0, 1), 2), ("heads", "kv", "embed")),
-            (x.shape[-2], x.shape[-1], self.features),
-            jnp.float32,
-        )
-        y = jnp.einsum("bshd,hde->bse", x.astype(self.dtype), kernel.astype(self.dtype))
-        if self.use_bias:
-            bias = self.param(
-                "bias",
-                nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-                (self.features,),
-                jnp.float32,
-            )
-            y = y + bias.astype(self.dtype)
-        return y
+        shape = (x.shape[-2], x.shape[-1], self.features)
+        kernel = (kernel_init((0, 1), 2), shape, ("heads", "kv", "embed"))
+        return einsum_dense(self, x, "bshd,hde->bse", kernel, 1, self.use_bias)
 
 
 class MultiHeadAttention(nn.Module):

@@ -18,10 +18,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import key_mask, masked_mean, patch_embedding, zero_padding
+from mmjax.models.common import key_mask, logical_param, masked_mean, patch_embedding, zero_padding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
-from mmjax.models.spec import SpecModule, TransformerSpec, check_choice
+from mmjax.models.spec import SpecModule, TransformerSpec
 from mmjax.models.vision import posemb_sincos_2d
 
 POOLS = ("cls", "mean")
@@ -48,11 +48,10 @@ class AudioSpec(TransformerSpec):
     width: int
     pool: str = "mean"
     posemb: str = "learn"
+    choices: ClassVar[dict[str, tuple]] = {"pool": POOLS, "posemb": POSEMBS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("pool", self.pool, POOLS)
-        check_choice("posemb", self.posemb, POSEMBS)
         if self.max_frames % self.time_patch or self.num_mels % self.freq_patch:
             raise ValueError(
                 f"a {self.max_frames} x {self.num_mels} spectrogram is not divisible into "
@@ -67,7 +66,6 @@ class AudioTransformer(SpecModule):
     'pooled': [batch, width], 'mask': bool [batch, seq]}`` with ``seq`` the patches
     (+1 for the class token, always real). Padded tokens are 0."""
 
-    Spec: ClassVar[type] = AudioSpec
     spec: AudioSpec
     takes_mask: ClassVar[bool] = True  # a frame mask [batch, max_frames]
     grid_tokens: ClassVar[bool] = False
@@ -102,20 +100,12 @@ class AudioTransformer(SpecModule):
         else:
             x = (
                 x
-                + self.param(
-                    "pos_embed",
-                    nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
-                    (steps * bands, w),
-                    jnp.float32,
+                + logical_param(
+                    self, "pos_embed", dense_init(w**-0.5), (steps * bands, w), (None, "embed")
                 ).astype(x.dtype)[None]
             )
         if self.pool == "cls":
-            cls = self.param(
-                "cls_token",
-                nn.with_logical_partitioning(dense_init(w**-0.5), ("embed",)),
-                (w,),
-                jnp.float32,
-            )
+            cls = logical_param(self, "cls_token", dense_init(w**-0.5), (w,), ("embed",))
             x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, w)), x], 1)
             tokens_mask = jnp.concatenate([jnp.ones((batch, 1), jnp.bool_), tokens_mask], 1)
         x = zero_padding(x, tokens_mask)

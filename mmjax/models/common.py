@@ -49,6 +49,45 @@ def kernel_init(
     return nn.initializers.xavier_uniform(in_axis=in_axis, out_axis=out_axis)
 
 
+def dense(
+    features: int,
+    axes: tuple[str | None, str | None],
+    dtype: Dtype,
+    name: str,
+    use_bias: bool = True,
+) -> nn.Dense:
+    """``nn.Dense`` (float32 params, ``dtype`` compute) whose kernel / bias carry the logical
+    ``axes`` / ``axes[1]``."""
+    return nn.Dense(
+        features,
+        use_bias=use_bias,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(kernel_init(), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+        name=name,
+    )
+
+
+def logical_param(
+    module: nn.Module, name: str, init: nn.initializers.Initializer, shape: tuple, axes: tuple
+) -> Array:
+    """``module``'s float32 param ``name`` of ``shape``, its dims named ``axes`` (logical
+    axis names, for the sharding rules); cast it to the compute dtype at the use."""
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+def learned_queries(
+    module: nn.Module, name: str, init: nn.initializers.Initializer, shape: tuple, batch: int
+) -> Array:
+    """``[batch, n, embed]`` in ``module.dtype``: learned float32 queries ``name`` of ``shape``
+    (``[n, embed]``, or a SigLIP probe's ``[1, 1, embed]``; ``embed`` sharded), the same for
+    every row of the batch (attention poolers)."""
+    axes = (None,) * (len(shape) - 1) + ("embed",)
+    queries = logical_param(module, name, init, shape, axes).astype(module.dtype)
+    return jnp.broadcast_to(queries, (batch, *shape[-2:]))
+
+
 def layer_norm(eps: float, dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm whose scale and bias carry the ``embed`` logical axis."""
     return nn.LayerNorm(

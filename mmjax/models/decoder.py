@@ -24,16 +24,16 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config import ConfigError
+from mmjax.models.common import dense, learned_queries, logical_param
 from mmjax.models.layers import (
     Dtype,
     Encoder,
     MultiHeadAttention,
     dense_init,
-    kernel_init,
     layer_norm,
 )
 from mmjax.models.spec import SpecModule, runtime_fields, spec_from_config
-from mmjax.models.text import TextSpec, embed, position_embedding
+from mmjax.models.text import TextSpec, embed, position_embedding, text_length
 from mmjax.models.towers import build_image_encoder, l2_normalize
 
 
@@ -93,11 +93,7 @@ class CaptionDecoder(SpecModule):
         decode: bool = False,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
-        seq = tokens.shape[1]
-        if seq > self.context_length:
-            raise ValueError(
-                f"text has {seq} tokens, the decoder's context_length is {self.context_length}"
-            )
+        seq = text_length(tokens, self.context_length, "the decoder's context_length")
         token_embed = embed(self.vocab_size, self.width, "token_embed")
         pos = position_embedding(self, self.context_length, self.width, "pos_embed")
         if decode:
@@ -132,14 +128,7 @@ class CaptionDecoder(SpecModule):
         if self.tie_embeddings:
             logits = token_embed.attend(x)
         else:
-            logits = nn.Dense(
-                self.vocab_size,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "vocab")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-                name="lm_head",
-            )(x)
+            logits = dense(self.vocab_size, ("embed", "vocab"), self.dtype, "lm_head")(x)
         out["logits"] = nn.with_logical_constraint(
             logits.astype(jnp.float32),
             ("activation_batch", "activation_length", "activation_vocab"),
@@ -163,14 +152,9 @@ class AttentionalPooler(nn.Module):
     @nn.compact
     def __call__(self, tokens: jax.Array) -> jax.Array:
         width = tokens.shape[-1]
-        queries = self.param(
-            "queries",
-            nn.with_logical_partitioning(dense_init(width**-0.5), (None, "embed")),
-            (self.num_queries, width),
-            jnp.float32,
-        )
-        queries = layer_norm(self.ln_eps, self.dtype, name="ln_q")(queries.astype(self.dtype))
-        queries = jnp.broadcast_to(queries, (tokens.shape[0], *queries.shape))
+        shape = (self.num_queries, width)
+        queries = learned_queries(self, "queries", dense_init(width**-0.5), shape, len(tokens))
+        queries = layer_norm(self.ln_eps, self.dtype, name="ln_q")(queries)
         keys = layer_norm(self.ln_eps, self.dtype, name="ln_k")(tokens)
         pooled = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(queries, keys)
         return layer_norm(self.ln_eps, self.dtype, name="ln")(pooled)
@@ -215,22 +199,12 @@ class CoCa(SpecModule):
             raise ValueError("the contrastive loss needs unimodal text layers (unimodal_depth > 0)")
 
         def proj(name: str) -> nn.Dense:
-            return nn.Dense(
-                self.embed_dim,
-                use_bias=False,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "proj")),
-                name=name,
-            )
+            return dense(self.embed_dim, ("embed", "proj"), self.dtype, name, use_bias=False)
 
         self.image_proj = proj("image_proj")
         self.text_proj = proj("text_proj")
-        self.logit_scale = self.param(
-            "logit_scale",
-            nn.with_logical_partitioning(nn.initializers.constant(self.logit_scale_init), ()),
-            (),
-            jnp.float32,
+        self.logit_scale = logical_param(
+            self, "logit_scale", nn.initializers.constant(self.logit_scale_init), (), ()
         )
 
     def encode_image(self, images: jax.Array, *, deterministic: bool = True) -> dict:

@@ -6,19 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.layers import Dtype, activation, kernel_init, layer_norm
-
-
-def dense(features: int, axes: tuple[str | None, str | None], dtype: Dtype, name: str) -> nn.Dense:
-    """``nn.Dense`` whose kernel / bias carry the logical ``axes`` / ``axes[1]``."""
-    return nn.Dense(
-        features,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(kernel_init(), axes),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
-        name=name,
-    )
+from mmjax.models.common import dense, logical_param
+from mmjax.models.layers import Dtype, activation, layer_norm
 
 
 class TanhPooler(nn.Module):
@@ -59,11 +48,6 @@ class MLMHead(nn.Module):
     def __call__(self, x: jax.Array, embedding: jax.Array) -> jax.Array:
         h = dense(x.shape[-1], ("embed", "mlp"), self.dtype, "transform")(x)
         h = layer_norm(self.ln_eps, self.dtype, name="ln")(activation(self.act)(h))
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)),
-            (embedding.shape[0],),
-            jnp.float32,
-        )
+        bias = logical_param(self, "bias", nn.initializers.zeros, (embedding.shape[0],), ("vocab",))
         logits = jnp.einsum("bse,ve->bsv", h, embedding.astype(self.dtype))
         return logits + bias.astype(self.dtype)

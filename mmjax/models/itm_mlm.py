@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config import ConfigError
+from mmjax.models.common import logical_param
 from mmjax.models.fused import FusedModel, build_fused_model
 from mmjax.models.fusion import CrossAttentionFusion
 from mmjax.models.heads import ClassifierHead, MLMHead, dense
@@ -87,11 +88,8 @@ class ITMMLMModel(FusedModel):
         super().setup()
         self.image_proj = dense(self.embed_dim, ("embed", "proj"), self.dtype, "image_proj")
         self.text_proj = dense(self.embed_dim, ("embed", "proj"), self.dtype, "text_proj")
-        self.logit_scale = self.param(
-            "logit_scale",
-            nn.with_logical_partitioning(nn.initializers.constant(self.logit_scale_init), ()),
-            (),
-            jnp.float32,
+        self.logit_scale = logical_param(
+            self, "logit_scale", nn.initializers.constant(self.logit_scale_init), (), ()
         )
         self.itm_head = ClassifierHead(2, dtype=self.dtype)
         self.mlm_head = MLMHead(act=self.mlm_act, ln_eps=self.mlm_ln_eps, dtype=self.dtype)

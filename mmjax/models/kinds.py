@@ -1,11 +1,11 @@
 """The registries of module kinds a config names (``kind='vit'``, ``kind='gated'``, ...).
 
-Each kind is a module class with a ``Spec`` (its frozen dataclass spec, ``models/spec.py``)
-and one ``spec`` field, registered where it is defined::
+Each kind is a module class with one ``spec`` field (its frozen dataclass spec,
+``models/spec.py``; ``SpecModule`` sets ``Spec`` from its annotation), registered where
+it is defined::
 
     @register_image_encoder("vit")
     class VisionTransformer(SpecModule):
-        Spec: ClassVar[type] = ViTSpec
         spec: ViTSpec
 
 Builders look a kind up here (``IMAGE_ENCODERS.get(kind, key=...)``; an unknown kind is a

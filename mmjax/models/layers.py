@@ -33,7 +33,7 @@ to the positions written so far. Scanned stacks carry the cache on the leading
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import flax.linen as nn
 import jax
@@ -45,6 +45,7 @@ from mmjax.models.common import (
     Array,
     Dtype,
     activation,
+    dense,
     dense_init,
     kernel_init,
     layer_norm,
@@ -86,14 +87,7 @@ class Mlp(nn.Module):
         embed = x.shape[-1]
 
         def dense_in(name: str) -> Array:
-            return nn.Dense(
-                self.mlp_dim,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-                name=name,
-            )(x)
+            return dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name)(x)
 
         if self.gated:
             h = activation(self.act)(dense_in("wi_gate")) * dense_in("wi")
@@ -103,14 +97,7 @@ class Mlp(nn.Module):
             h, ("activation_batch", "activation_length", "activation_mlp")
         )
         h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
-        out = nn.Dense(
-            embed,
-            dtype=self.dtype,
-            param_dtype=jnp.float32,
-            kernel_init=nn.with_logical_partitioning(kernel_init(), ("mlp", "embed")),
-            bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            name="wo",
-        )(h)
+        out = dense(embed, ("mlp", "embed"), self.dtype, "wo")(h)
         return nn.Dropout(self.dropout_rate)(out, deterministic=deterministic)
 
 
@@ -237,18 +224,14 @@ class Encoder(BlockOptions):
     """
 
     @nn.compact
-    def __call__(
-        self,
-        x: Array,
-        *,
-        causal: bool = False,
-        kv_lengths: Array | None = None,
-        mask: Array | None = None,
-        deterministic: bool = True,
-        context: Array | None = None,
-        context_mask: Array | None = None,
-        bias: Array | None = None,
-    ) -> Array:
+    def __call__(self, x: Array, **inputs: Unpack[BlockInputs]) -> Array:
+        """``x`` ``[batch, seq, embed]`` and every block's other inputs, by name (see
+        ``TransformerBlock.__call__``; omitted ones take its defaults)."""
+        unknown = sorted(set(inputs) - set(BLOCK_DEFAULTS))
+        if unknown:
+            raise TypeError(f"Encoder: unknown inputs {unknown}; known: {list(BLOCK_DEFAULTS)}")
+        args = {**BLOCK_DEFAULTS, **inputs}  # in TransformerBlock's positional order
+        causal, deterministic = args["causal"], args["deterministic"]
         x = nn.with_logical_constraint(
             x.astype(self.spec.dtype), ("activation_batch", "activation_length", "activation_embed")
         )
@@ -274,13 +257,38 @@ class Encoder(BlockOptions):
                 causal=causal,
                 deterministic=deterministic,
                 name="layers",
-            )(x, kv_lengths, mask, context, context_mask, bias)
+            )(x, *(args[k] for k in SCANNED_INPUTS))
             return x
         for i in range(self.spec.depth):
-            x = block(**block_kw, name=f"layer_{i}")(
-                x, causal, kv_lengths, mask, deterministic, context, context_mask, bias
-            )
+            x = block(**block_kw, name=f"layer_{i}")(x, *args.values())
         return x
+
+
+class BlockInputs(TypedDict, total=False):
+    """A block's inputs besides ``x``, by name: what ``Encoder`` passes to every block."""
+
+    causal: bool
+    kv_lengths: Array | None
+    mask: Array | None
+    deterministic: bool
+    context: Array | None
+    context_mask: Array | None
+    bias: Array | None
+
+
+# ``TransformerBlock.__call__``'s defaults, in its positional order (``nn.remat`` marks
+# ``causal`` and ``deterministic`` static by position); ``ScanBlock`` takes the
+# per-step ones positionally and the static two as fields.
+BLOCK_DEFAULTS: dict[str, Any] = dict(
+    causal=False,
+    kv_lengths=None,
+    mask=None,
+    deterministic=True,
+    context=None,
+    context_mask=None,
+    bias=None,
+)
+SCANNED_INPUTS = ("kv_lengths", "mask", "context", "context_mask", "bias")
 
 
 REMAT_POLICIES: dict[str, Any] = {
@@ -290,15 +298,16 @@ REMAT_POLICIES: dict[str, Any] = {
 
 
 def remat_block(remat: str) -> Any:
-    """``TransformerBlock`` (called ``(x, causal, kv_lengths, mask, deterministic, context,
-    context_mask, bias)``),
-    wrapped in ``nn.remat`` with the named policy unless ``remat == 'none'``."""
+    """``TransformerBlock`` (called ``(x, *inputs in BLOCK_DEFAULTS' order)``), wrapped in
+    ``nn.remat`` with the named policy unless ``remat == 'none'``."""
     if remat == "none":
         return TransformerBlock
     if remat not in REMAT_POLICIES:
         known = ["none", *REMAT_POLICIES]
         raise ValueError(f"config.model.remat: unknown {remat!r}; known: {known}")
-    return nn.remat(TransformerBlock, policy=REMAT_POLICIES[remat], static_argnums=(2, 5))
+    # argnums count ``self`` (0) and ``x`` (1) before BLOCK_DEFAULTS' order: (2, 5).
+    static = tuple(2 + list(BLOCK_DEFAULTS).index(k) for k in ("causal", "deterministic"))
+    return nn.remat(TransformerBlock, policy=REMAT_POLICIES[remat], static_argnums=static)
 
 
 class ScanBlock(nn.Module):

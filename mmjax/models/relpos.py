@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mmjax.models.common import logical_param
+
 
 def num_relative_distances(grid: tuple[int, int]) -> int:
     """Rows of the table for a ``(h, w)`` patch grid: ``(2h - 1)(2w - 1) + 3``."""
@@ -48,11 +50,12 @@ class RelativePositionBias(nn.Module):
 
     @nn.compact
     def __call__(self) -> jax.Array:
-        table = self.param(
+        table = logical_param(
+            self,
             "table",
-            nn.with_logical_partitioning(nn.initializers.zeros, (None, "heads")),
+            nn.initializers.zeros,
             (num_relative_distances(self.grid), self.num_heads),
-            jnp.float32,
+            (None, "heads"),
         )
         index = relative_position_index(self.grid)
         bias = jnp.take(table, jnp.asarray(index.reshape(-1)), axis=0)

@@ -9,7 +9,7 @@ BatchNorm uses its running statistics (``batch_stats`` collection) unless called
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
 import flax.linen as nn
 import jax
@@ -119,13 +119,19 @@ class ResNetSpec:
             raise ValueError(f"hidden_sizes {self.hidden_sizes} and depths {self.depths} differ")
 
 
+class ResNetModes(TypedDict, total=False):
+    """``ResNet.__call__``'s keyword modes, for wrappers that pass them on."""
+
+    deterministic: bool  # no effect (no dropout); the image encoder protocol's
+    train_batch_norm: bool  # BatchNorm on batch statistics, updating ``batch_stats``
+
+
 @register_image_encoder("resnet")
 class ResNet(SpecModule):
     """Stem (7x7/2 conv-BN-act, 3x3/2 max pool), stages of blocks, global average pool.
 
     A ResNet tower runs its BatchNorm on the running statistics it was loaded with."""
 
-    Spec: ClassVar[type] = ResNetSpec
     spec: ResNetSpec
     takes_mask: ClassVar[bool] = False  # image encoder protocol: see models/kinds.py
     grid_tokens: ClassVar[bool] = True  # tokens are the feature map [batch, h, w, C]

@@ -38,7 +38,6 @@ class FeatureSequenceEncoder(SpecModule):
     ``pooled`` is the masked mean of the normalized tokens and padded tokens are 0.
     """
 
-    Spec: ClassVar[type] = SequenceSpec
     spec: SequenceSpec
     takes_mask: ClassVar[bool] = True  # image encoder protocol: see models/kinds.py
     grid_tokens: ClassVar[bool] = False

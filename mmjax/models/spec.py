@@ -21,8 +21,9 @@ module (``vit.width`` is ``vit.spec.width``), so code that inspects a built modu
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -73,9 +74,14 @@ class TransformerSpec:
     attention_impl: str | None = None
     remat: str = "none"
     scan_layers: bool = False
+    # A table of string fields and their known values; each subclass lists its own fields
+    # (``__post_init__`` checks those of every class in the MRO).
+    choices: ClassVar[dict[str, tuple]] = {"remat": REMATS}
 
     def __post_init__(self) -> None:
-        check_choice("remat", self.remat, REMATS)
+        for cls in type(self).__mro__:
+            for field, known in vars(cls).get("choices", {}).items():
+                check_choice(field, getattr(self, field), known)
         if self.depth < 0 or self.num_heads < 1 or self.mlp_dim < 1:
             raise ValueError(
                 f"depth / num_heads / mlp_dim: need depth >= 0, num_heads >= 1, mlp_dim >= 1; "
@@ -92,7 +98,23 @@ class TransformerSpec:
 
 
 class SpecModule(nn.Module):
-    """A module whose options are one ``spec`` field; ``module.<field>`` reads the spec's."""
+    """A module whose options are one ``spec`` field; ``module.<field>`` reads the spec's.
+
+    ``Module.Spec`` is the spec class, read from the ``spec: XSpec`` annotation when the
+    subclass is defined (what ``spec_from_config`` builds for it), so it is written once.
+    """
+
+    Spec: ClassVar[type]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        annotation = cls.__dict__.get("__annotations__", {}).get("spec")
+        if isinstance(annotation, str):  # ``from __future__ import annotations``
+            name, annotation = annotation, vars(sys.modules[cls.__module__]).get(annotation)
+            if not isinstance(annotation, type):
+                raise TypeError(f"{cls.__name__}.spec: {name!r} is not a module-level class")
+        if annotation is not None:
+            cls.Spec = annotation
 
     def __getattr__(self, name: str) -> Any:
         spec = self.__dict__.get("spec")

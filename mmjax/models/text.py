@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.common import dense
 from mmjax.models.kinds import register_text_encoder
 from mmjax.models.layers import (
     Encoder,
     dense_init,
-    kernel_init,
     key_padding,
     layer_norm,
 )
@@ -69,6 +68,15 @@ def embed(vocab_size: int, width: int, name: str) -> nn.Embed:
     )
 
 
+def text_length(tokens: jax.Array, context_length: int, what: str = "context_length") -> int:
+    """``seq`` of ``tokens`` ``[batch, seq]``; ``ValueError`` when it exceeds the module's
+    ``context_length`` (its learned position table's length; ``what`` names it)."""
+    seq = tokens.shape[1]
+    if seq > context_length:
+        raise ValueError(f"text has {seq} tokens, {what} is {context_length}")
+    return seq
+
+
 def position_embedding(module: nn.Module, length: int, width: int, name: str) -> jax.Array:
     """Learned positions ``[length, embed]``."""
     return module.param(
@@ -99,7 +107,6 @@ class CLIPTextTransformer(SpecModule):
     token for ``pool='eos'``.
     """
 
-    Spec: ClassVar[type] = CLIPTextSpec
     spec: CLIPTextSpec
 
     @nn.compact
@@ -110,9 +117,7 @@ class CLIPTextTransformer(SpecModule):
         *,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
-        seq = tokens.shape[1]
-        if seq > self.context_length:
-            raise ValueError(f"text has {seq} tokens, context_length is {self.context_length}")
+        seq = text_length(tokens, self.context_length)
         x = embed(self.vocab_size, self.width, "token_embed")(tokens)
         pos = position_embedding(self, self.context_length, self.width, "pos_embed")
         x = (x + pos[None, :seq]).astype(self.dtype)
@@ -148,7 +153,6 @@ class BertEncoder(SpecModule):
     has no pooler).
     """
 
-    Spec: ClassVar[type] = BertTextSpec
     spec: BertTextSpec
 
     @nn.compact
@@ -160,9 +164,7 @@ class BertEncoder(SpecModule):
         *,
         deterministic: bool = True,
     ) -> dict[str, jax.Array]:
-        seq = tokens.shape[1]
-        if seq > self.context_length:
-            raise ValueError(f"text has {seq} tokens, context_length is {self.context_length}")
+        seq = text_length(tokens, self.context_length)
         if token_types is None:
             token_types = jnp.zeros_like(tokens)
         x = embed(self.vocab_size, self.width, "word_embed")(tokens)
@@ -176,14 +178,7 @@ class BertEncoder(SpecModule):
         if self.pool == "none":
             return {"tokens": x}
         if self.pool == "cls":
-            pooled = nn.Dense(
-                self.width,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
-                name="pooler",
-            )(x[:, 0])
+            pooled = dense(self.width, ("embed", "mlp"), self.dtype, "pooler")(x[:, 0])
             pooled = jnp.tanh(pooled)
         else:
             m = (

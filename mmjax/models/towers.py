@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mmjax.models.common import dense, logical_param
 from mmjax.models.encoders import build_image_encoder, build_text_encoder
-from mmjax.models.layers import kernel_init
 from mmjax.models.spec import SpecModule, dtype_from_name, runtime_fields, spec_from_config
 
 __all__ = [
@@ -81,30 +81,17 @@ class TwoTower(SpecModule):
 
     def setup(self) -> None:
         def proj(name: str) -> nn.Dense:
-            return nn.Dense(
-                self.embed_dim,
-                use_bias=self.proj_bias,
-                dtype=self.dtype,
-                param_dtype=jnp.float32,
-                kernel_init=nn.with_logical_partitioning(kernel_init(), ("embed", "proj")),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("proj",)),
-                name=name,
-            )
+            axes = ("embed", "proj")
+            return dense(self.embed_dim, axes, self.dtype, name, use_bias=self.proj_bias)
 
         self.image_proj = proj("image_proj") if self.image_projection else None
         self.text_proj = proj("text_proj")
-        self.logit_scale = self.param(
-            "logit_scale",
-            nn.with_logical_partitioning(nn.initializers.constant(self.logit_scale_init), ()),
-            (),
-            jnp.float32,
+        self.logit_scale = logical_param(
+            self, "logit_scale", nn.initializers.constant(self.logit_scale_init), (), ()
         )
         if self.logit_bias_init is not None:
-            self.logit_bias = self.param(
-                "logit_bias",
-                nn.with_logical_partitioning(nn.initializers.constant(self.logit_bias_init), ()),
-                (),
-                jnp.float32,
+            self.logit_bias = logical_param(
+                self, "logit_bias", nn.initializers.constant(self.logit_bias_init), (), ()
             )
 
     def encode_image(

@@ -28,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.common import patch_embedding
+from mmjax.models.common import logical_param, patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Encoder, dense_init, layer_norm
-from mmjax.models.spec import SpecModule, check_choice
+from mmjax.models.spec import SpecModule
 from mmjax.models.vision import PatchSpec, pool_tokens, posemb_sincos_2d
 
 ATTENTIONS = ("joint", "factorised")
@@ -60,11 +60,10 @@ class VideoSpec(PatchSpec):
     temporal_depth: int = 1  # 'factorised': blocks of the temporal encoder
     pool: str = "mean"
     posemb: str = "learn"
+    choices: ClassVar[dict[str, tuple]] = {"attention": ATTENTIONS, "posemb": POSEMBS}
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_choice("attention", self.attention, ATTENTIONS)
-        check_choice("posemb", self.posemb, POSEMBS)
         if self.num_frames % self.tubelet:
             raise ValueError(
                 f"video of {self.num_frames} frames is not divisible into tubelets of "
@@ -85,7 +84,6 @@ class VideoTransformer(SpecModule):
     patches. The other fields are the ``VisionTransformer``'s.
     """
 
-    Spec: ClassVar[type] = VideoSpec
     spec: VideoSpec
     takes_mask: ClassVar[bool] = False  # every token real
     grid_tokens: ClassVar[bool] = False
@@ -98,11 +96,8 @@ class VideoTransformer(SpecModule):
         return Encoder(self.spec.transformer(depth=depth), name=name)
 
     def _cls(self, batch: int) -> jax.Array:
-        cls = self.param(
-            "cls_token",
-            nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
-            (self.width,),
-            jnp.float32,
+        cls = logical_param(
+            self, "cls_token", dense_init(self.width**-0.5), (self.width,), ("embed",)
         )
         return jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.width))
 
@@ -123,17 +118,11 @@ class VideoTransformer(SpecModule):
             x = x + (space[None] + posemb_sincos_1d(steps, w)[:, None]).astype(x.dtype)[None]
             space_cls = jnp.zeros((w,), x.dtype)
         else:
-            pos = self.param(
-                "pos_embed",
-                nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
-                (cls_slot + patches, w),
-                jnp.float32,
+            pos = logical_param(
+                self, "pos_embed", dense_init(w**-0.5), (cls_slot + patches, w), (None, "embed")
             ).astype(x.dtype)
-            time = self.param(
-                "time_embed",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
-                (steps, w),
-                jnp.float32,
+            time = logical_param(
+                self, "time_embed", nn.initializers.zeros, (steps, w), (None, "embed")
             ).astype(x.dtype)
             x = x + pos[cls_slot:][None, None] + time[None, :, None]
             space_cls = pos[0] if cls_slot else jnp.zeros((w,), x.dtype)
@@ -162,11 +151,8 @@ class VideoTransformer(SpecModule):
         else:
             x = (
                 x
-                + self.param(
-                    "temporal_pos_embed",
-                    nn.with_logical_partitioning(dense_init(w**-0.5), (None, "embed")),
-                    (steps, w),
-                    jnp.float32,
+                + logical_param(
+                    self, "temporal_pos_embed", dense_init(w**-0.5), (steps, w), (None, "embed")
                 ).astype(x.dtype)[None]
             )
         x = self._encoder(self.temporal_depth, "temporal_encoder")(x, deterministic=deterministic)

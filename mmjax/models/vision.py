@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import patch_embedding
+from mmjax.models.common import learned_queries, logical_param, patch_embedding
 from mmjax.models.kinds import register_image_encoder
 from mmjax.models.layers import Dtype, Encoder, Mlp, MultiHeadAttention, dense_init, layer_norm
 from mmjax.models.relpos import RelativePositionBias
@@ -47,14 +47,8 @@ class MAPHead(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        embed = x.shape[-1]
-        probe = self.param(
-            "probe",
-            nn.with_logical_partitioning(nn.initializers.xavier_uniform(), (None, None, "embed")),
-            (1, 1, embed),
-            jnp.float32,
-        )
-        probe = jnp.broadcast_to(probe.astype(self.dtype), (x.shape[0], 1, embed))
+        init = nn.initializers.xavier_uniform()
+        probe = learned_queries(self, "probe", init, (1, 1, x.shape[-1]), len(x))
         y = MultiHeadAttention(self.num_heads, dtype=self.dtype, name="attn")(probe, x)
         y = y + Mlp(self.mlp_dim, act=self.act, dtype=self.dtype, name="mlp")(
             layer_norm(self.ln_eps, self.dtype, name="ln")(y)
@@ -137,7 +131,6 @@ class VisionTransformer(SpecModule):
     antialiased, DINOv2 with registers). Sequence: ``[cls, registers, patches]``.
     """
 
-    Spec: ClassVar[type] = ViTSpec
     spec: ViTSpec
     takes_mask: ClassVar[bool] = False  # image encoder protocol: see models/kinds.py
     grid_tokens: ClassVar[bool] = False
@@ -169,22 +162,20 @@ class VisionTransformer(SpecModule):
 
         has_cls = self.pool in ("cls", "cls_mean")
         if has_cls:
-            cls = self.param(
-                "cls_token",
-                nn.with_logical_partitioning(dense_init(self.width**-0.5), ("embed",)),
-                (self.width,),
-                jnp.float32,
+            cls = logical_param(
+                self, "cls_token", dense_init(self.width**-0.5), (self.width,), ("embed",)
             )
             cls = jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width))
             x = jnp.concatenate([cls, x], axis=1)
         if self.posemb == "learn":
             x = x + self._learned_posemb(int(has_cls), (grid_h, grid_w)).astype(x.dtype)[None]
         if self.num_registers:
-            reg = self.param(
+            reg = logical_param(
+                self,
                 "registers",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, "embed")),
+                nn.initializers.zeros,
                 (self.num_registers, self.width),
-                jnp.float32,
+                (None, "embed"),
             )
             reg = jnp.broadcast_to(reg.astype(x.dtype), (batch, self.num_registers, self.width))
             x = jnp.concatenate([x[:, : int(has_cls)], reg, x[:, int(has_cls) :]], axis=1)
@@ -206,11 +197,12 @@ class VisionTransformer(SpecModule):
         """``pos_embed`` ``[prefix + h * w, width]`` of the checkpoint's grid, its patch rows
         resized to ``grid`` when the images have another size (``posemb_interp``)."""
         native = self.grid()
-        pos = self.param(
+        pos = logical_param(
+            self,
             "pos_embed",
-            nn.with_logical_partitioning(dense_init(self.width**-0.5), (None, "embed")),
+            dense_init(self.width**-0.5),
             (prefix + native[0] * native[1], self.width),
-            jnp.float32,
+            (None, "embed"),
         )
         if grid == native:
             return pos

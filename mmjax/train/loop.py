@@ -216,15 +216,15 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
     data_sharding = sharding.batch_sharding(mesh, rules)
 
     train_example = task.make_example(config.data, train=True)
-    data_iter = iter(
-        train_dataset(
-            config.data,
-            tokenizer,
-            config.train.batch_size,
-            config.train.seed,
-            example=train_example,
-        )
-    )
+
+    def train_batches(start_step: int = 0) -> Any:
+        """The training batches from ``start_step`` on (a random-access pipeline's position
+        is a function of the step)."""
+        data = config.data
+        bs, seed = config.train.batch_size, config.train.seed
+        return iter(train_dataset(data, tokenizer, bs, seed, start_step, example=train_example))
+
+    data_iter = train_batches()
     ckpt = Checkpointer(
         workdir / "checkpoints",
         max_to_keep=config.train.max_checkpoints,
@@ -254,16 +254,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             # Saved by another number of processes: their iterator states do not apply,
             # but a random-access pipeline's position is a function of the step.
             restored = ckpt.restore_state(start, abstract)
-            data_iter = iter(
-                train_dataset(
-                    config.data,
-                    tokenizer,
-                    config.train.batch_size,
-                    config.train.seed,
-                    start,
-                    example=train_example,
-                )
-            )
+            data_iter = train_batches(start)
             return restored
 
     resumed = restore_latest_intact(ckpt, abstract, restore)  # skips unreadable steps

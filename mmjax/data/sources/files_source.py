@@ -31,6 +31,7 @@ from mmjax.data.sources.records import (
     finalize,
 )
 from mmjax.data.transforms import BadRecord
+from mmjax.jsonl import read_json_lines
 
 OPTIONAL_TEXT = ("question", "answer")
 MEDIA_PATHS = ("video", "audio")
@@ -56,23 +57,7 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
             raise SourceError(f"{path}: not UTF-8 text ({e})") from None
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise SourceError(f"config.data.source files:{path}: expected a .jsonl or .csv file")
-    rows = []
-    with path.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise SourceError(f"{path}:{n}: not UTF-8 text ({e})") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SourceError(f"{path}:{n}: not a JSON object ({e})") from None
-            if not isinstance(row, dict):
-                raise SourceError(f"{path}:{n}: not a JSON object")
-            rows.append((n, row))
-    return rows
+    return list(read_json_lines(path, SourceError))
 
 
 def _list(value: Any, where: str, key: str) -> list[str]:

@@ -38,6 +38,12 @@ class Tokens(TypedDict, total=False):
     pooled: Array  # [batch, dim]
 
 
+# What every fusion module takes and returns:
+# ``def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused``.
+Modalities = Mapping[str, Tokens]
+Fused = dict[str, Array]
+
+
 class FusionChecks:
     """Mixin of every fusion spec: which modalities the kind needs (``needs``; at least two
     always) and whether it returns fused text tokens (``token_level``)."""
@@ -89,7 +95,7 @@ def first_real(tokens: Array, mask: Array) -> Array:
     return jnp.take_along_axis(tokens, idx[:, None, None], axis=1)[:, 0]
 
 
-def pooled_of(name: str, modalities: Mapping[str, Tokens]) -> list[Array]:
+def pooled_of(name: str, modalities: Modalities) -> list[Array]:
     """The modalities' ``pooled`` vectors in order, checked: ``[batch, dim]`` each, one
     batch size."""
     pooled = [m["pooled"] for m in modalities.values()]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import ClassVar
 
 import flax.linen as nn
@@ -13,7 +12,8 @@ from mmjax.models.common import check_tokens, key_mask, zero_padding
 from mmjax.models.fusion.common import (
     INTO_WIDTH,
     Array,
-    Tokens,
+    Fused,
+    Modalities,
     TransformerFusionSpec,
     first_real,
 )
@@ -54,13 +54,10 @@ class CrossAttentionFusion(SpecModule):
     query token 0 (the text CLS / BOS).
     """
 
-    Spec: ClassVar[type] = CrossAttentionSpec
     spec: CrossAttentionSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         query = modalities["text"]
         context, context_mask = self._context({m: t for m, t in modalities.items() if m != "text"})
         query_mask = query["mask"]
@@ -89,7 +86,7 @@ class CrossAttentionFusion(SpecModule):
         x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
         return {"tokens": zero_padding(x, query_mask), "pooled": x[:, 0]}
 
-    def _context(self, mods: Mapping[str, Tokens]) -> tuple[Array, Array]:
+    def _context(self, mods: Modalities) -> tuple[Array, Array]:
         """Context modalities' tokens / masks concatenated: ``[batch, sc, d]``, ``[batch, sc]``."""
         dims = {e["tokens"].shape[-1] for e in mods.values()}
         tokens = []
@@ -119,7 +116,6 @@ class CoAttentionFusion(CrossAttentionFusion):
     token])`` of the normalized streams (ViLBERT multiplies the two CLS vectors; a linear
     map of the concatenation can weigh either side and keeps the magnitude of both)."""
 
-    Spec: ClassVar[type] = CoAttentionSpec
     spec: CoAttentionSpec
 
     def streams(

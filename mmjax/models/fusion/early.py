@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.models.common import check_tokens, key_mask, zero_padding
-from mmjax.models.fusion.common import INTO_WIDTH, Array, Tokens, TransformerFusionSpec
+from mmjax.models.common import check_tokens, key_mask, logical_param, zero_padding
+from mmjax.models.fusion.common import (
+    INTO_WIDTH,
+    Fused,
+    Modalities,
+    TransformerFusionSpec,
+)
 from mmjax.models.heads import dense
 from mmjax.models.kinds import register_fusion
 from mmjax.models.layers import Encoder, dense_init, layer_norm
@@ -36,26 +39,15 @@ class EarlyFusion(SpecModule):
     LayerNorm. ``pooled`` is the normalized CLS token. Token order: CLS, modality 0, ...
     """
 
-    Spec: ClassVar[type] = EarlySpec
     spec: EarlySpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         n = len(modalities)
-        type_embed = self.param(
-            "type_embed",
-            nn.with_logical_partitioning(dense_init(), (None, "embed")),
-            (n, self.width),
-            jnp.float32,
+        type_embed = logical_param(
+            self, "type_embed", dense_init(), (n, self.width), (None, "embed")
         )
-        cls = self.param(
-            "cls_token",
-            nn.with_logical_partitioning(dense_init(), ("embed",)),
-            (self.width,),
-            jnp.float32,
-        )
+        cls = logical_param(self, "cls_token", dense_init(), (self.width,), ("embed",))
         batch = next(iter(modalities.values()))["tokens"].shape[0]
         parts = [jnp.broadcast_to(cls.astype(self.dtype), (batch, 1, self.width))]
         joint = [jnp.ones((batch, 1), jnp.bool_)]

@@ -4,15 +4,20 @@ token-cluster nodes made by masked attention pooling)."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.common import check_tokens, key_mask, zero_padding
-from mmjax.models.fusion.common import INTO_WIDTH, Array, Tokens, VectorFusionSpec, pooled_of
+from mmjax.models.common import check_tokens, key_mask, learned_queries, logical_param, zero_padding
+from mmjax.models.fusion.common import (
+    INTO_WIDTH,
+    Array,
+    Fused,
+    Modalities,
+    VectorFusionSpec,
+    pooled_of,
+)
 from mmjax.models.heads import dense
 from mmjax.models.kinds import register_fusion
 from mmjax.models.layers import (
@@ -59,11 +64,8 @@ class GraphConv(nn.Module):
 
     @nn.compact
     def __call__(self, h: Array, adjacency: Array) -> Array:
-        w = self.param(
-            "kernel",
-            nn.with_logical_partitioning(kernel_init(), ("embed", "mlp")),
-            (h.shape[-1], self.features),
-            jnp.float32,
+        w = logical_param(
+            self, "kernel", kernel_init(), (h.shape[-1], self.features), ("embed", "mlp")
         )
         hw = jnp.einsum("bnd,df->bnf", h.astype(self.dtype), w.astype(self.dtype))
         return activation(self.act)(jnp.einsum("mn,bnf->bmf", adjacency.astype(self.dtype), hw))
@@ -88,13 +90,10 @@ class GraphFusion(SpecModule):
     [batch, nodes, width]}``.
     """
 
-    Spec: ClassVar[type] = GraphSpec
     spec: GraphSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         pooled = pooled_of("GraphFusion", modalities)
         nodes = [
             dense(self.width, INTO_WIDTH, self.dtype, f"node_{i}")(p)[:, None]
@@ -104,14 +103,8 @@ class GraphFusion(SpecModule):
         for i, (name, mod) in enumerate(modalities.items() if k else ()):
             t, m = mod["tokens"], mod["mask"]
             check_tokens(f"GraphFusion modality {name}", t, m)
-            queries = self.param(
-                f"cluster_queries_{i}",
-                nn.with_logical_partitioning(dense_init(), (None, "embed")),
-                (k, self.width),
-                jnp.float32,
-            )
+            q = learned_queries(self, f"cluster_queries_{i}", dense_init(), (k, self.width), len(t))
             x = dense(self.width, INTO_WIDTH, self.dtype, f"cluster_proj_{i}")(zero_padding(t, m))
-            q = jnp.broadcast_to(queries.astype(self.dtype), (t.shape[0], k, self.width))
             nodes.append(
                 MultiHeadAttention(1, dtype=self.dtype, name=f"cluster_pool_{i}")(
                     q, x, mask=key_mask(m)
@@ -122,11 +115,8 @@ class GraphFusion(SpecModule):
         if self.adjacency == "fixed":
             adj = normalized_adjacency(1.0 - jnp.eye(n, dtype=jnp.float32))
         else:
-            logits = self.param(
-                "adjacency_logits",
-                nn.with_logical_partitioning(nn.initializers.zeros, (None, None)),
-                (n, n),
-                jnp.float32,
+            logits = logical_param(
+                self, "adjacency_logits", nn.initializers.zeros, (n, n), (None, None)
             )
             adj = jax.nn.softmax(logits, axis=-1)
         for i in range(self.graph_layers):

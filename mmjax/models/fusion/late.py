@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mmjax.models.fusion.common import INTO_WIDTH, Array, Tokens, VectorFusionSpec, pooled_of
+from mmjax.models.fusion.common import (
+    INTO_WIDTH,
+    Fused,
+    Modalities,
+    VectorFusionSpec,
+    pooled_of,
+)
 from mmjax.models.heads import dense
 from mmjax.models.kinds import register_fusion
 from mmjax.models.layers import activation
@@ -34,13 +38,10 @@ class LateFusion(SpecModule):
     """Concatenation of the pooled vectors ``[batch, d_m]`` -> ``{'pooled': [batch, width]}``:
     ``Dense(width)(act(Dense(hidden)(concat_m x_m)))``."""
 
-    Spec: ClassVar[type] = LateSpec
     spec: LateSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         joint = jnp.concatenate(
             [p.astype(self.dtype) for p in pooled_of("LateFusion", modalities)], -1
         )
@@ -58,13 +59,10 @@ class GatedFusion(SpecModule):
     sigmoid(a - b)``); ``out = sum_i z_i * h_i``. Returns ``{'pooled': [batch, width],
     'gate': [batch, n, width]}``."""
 
-    Spec: ClassVar[type] = GatedSpec
     spec: GatedSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         pooled = pooled_of("GatedFusion", modalities)
         joint = jnp.concatenate([p.astype(self.dtype) for p in pooled], axis=-1)
         n = len(pooled)

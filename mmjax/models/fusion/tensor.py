@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mmjax.models.fusion.common import INTO_WIDTH, Array, Tokens, VectorFusionSpec, pooled_of
+from mmjax.models.common import logical_param
+from mmjax.models.fusion.common import (
+    INTO_WIDTH,
+    Fused,
+    Modalities,
+    VectorFusionSpec,
+    pooled_of,
+)
 from mmjax.models.heads import dense
 from mmjax.models.kinds import register_fusion
 from mmjax.models.layers import kernel_init
@@ -62,13 +67,10 @@ class TensorFusion(SpecModule):
     weight of CP rank ``rank``, in ``O(n * rank * hidden * width)``.
     """
 
-    Spec: ClassVar[type] = TensorSpec
     spec: TensorSpec
 
     @nn.compact
-    def __call__(
-        self, modalities: Mapping[str, Tokens], *, deterministic: bool = True
-    ) -> dict[str, Array]:
+    def __call__(self, modalities: Modalities, *, deterministic: bool = True) -> Fused:
         pooled = pooled_of("TensorFusion", modalities)
         batch = pooled[0].shape[0]
         ones = jnp.ones((batch, 1), self.dtype)
@@ -91,20 +93,16 @@ class TensorFusion(SpecModule):
             return {"pooled": dense(self.width, INTO_WIDTH, self.dtype, "out")(t)}
         out = None
         for i, z in enumerate(zs):
-            factor = self.param(
+            factor = logical_param(
+                self,
                 f"factor_{i}",
-                nn.with_logical_partitioning(kernel_init(1, 2), (None, None, "embed")),
+                kernel_init(1, 2),
                 (self.rank, self.hidden + 1, self.width),
-                jnp.float32,
+                (None, None, "embed"),
             )
             f = jnp.einsum("bh,rho->bro", z, factor.astype(self.dtype))
             out = f if out is None else out * f
-        bias = self.param(
-            "bias",
-            nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-            (self.width,),
-            jnp.float32,
-        )
+        bias = logical_param(self, "bias", nn.initializers.zeros, (self.width,), ("embed",))
         return {"pooled": jnp.sum(out, axis=1) + bias.astype(self.dtype)}
 
 
@@ -112,5 +110,4 @@ class TensorFusion(SpecModule):
 class LowRankTensorFusion(TensorFusion):
     """``TensorFusion`` with ``rank >= 1`` (Low-rank Multimodal Fusion)."""
 
-    Spec: ClassVar[type] = LowRankSpec
     spec: LowRankSpec
