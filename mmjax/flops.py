@@ -361,7 +361,7 @@ def _num_classes(task: Any) -> int:
     if task.get("target", "label") == "match":
         return 2
     if task.get("target") == "vqa":
-        from mmjax.tasks.classify import answer_vocabulary  # the answers the task builds
+        from mmjax.tasks.classify_targets import answer_vocabulary  # the answers the task builds
 
         return len(answer_vocabulary(task.get("answers", ""), synthetic=True))
     return task.get("num_classes", 0)

@@ -145,8 +145,12 @@ def test_resnet_tower_flops():
     from mmjax.flops import tower
     from mmjax.models.towers import build_image_encoder
 
-    cfg = ml_collections.ConfigDict(RESNET)
-    model = build_image_encoder(cfg, jnp.float32, None)
+    cfg = ml_collections.ConfigDict(RESNET)  # image_size: the FLOPs' input, not a field
+    model = build_image_encoder(
+        ml_collections.ConfigDict({k: v for k, v in RESNET.items() if k != "image_size"}),
+        jnp.float32,
+        None,
+    )
     images = jax.ShapeDtypeStruct((BATCH, 32, 32, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
     lowered = jax.jit(model.apply).lower(variables, images)

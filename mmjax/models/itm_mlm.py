@@ -18,7 +18,6 @@ from mmjax.models.common import logical_param
 from mmjax.models.fused import FusedModel, build_fused_model
 from mmjax.models.fusion import CrossAttentionFusion
 from mmjax.models.heads import ClassifierHead, MLMHead, dense
-from mmjax.models.text import BertEncoder
 from mmjax.models.towers import l2_normalize
 
 Batch = dict[str, jax.Array]
@@ -248,12 +247,12 @@ def build_itm_mlm_model(cfg: Any) -> ITMMLMModel:
     tower's activation and LayerNorm eps."""
     if cfg.get("features"):
         raise ConfigError("config.model.features: itm_mlm fuses only image and text")
-    base = build_fused_model(cfg)
-    if not isinstance(base.text, BertEncoder):
+    if cfg.text.get("kind") != "bert":  # before building: another kind has other keys
         raise ConfigError(
             f"config.model.text.kind: itm_mlm needs a bidirectional 'bert' text encoder for "
             f"masked LM, got {cfg.text.get('kind')!r}"
         )
+    base = build_fused_model(cfg)
     if base.text.pool == "none":
         raise ConfigError("config.model.text.pool: itm_mlm needs a pooled text output for ITC")
     if type(base.fusion) is not CrossAttentionFusion:
