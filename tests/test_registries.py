@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import ml_collections
 import numpy as np
 import pytest
 
 from mmjax.config import ConfigError
-from mmjax.data.sources import parse_spec, register_source
+from mmjax.data.sources import is_shapes_world, parse_spec, register_source
 from mmjax.data.sources.records import SourceError
 from mmjax.data.synthetic import COLOURS, SHAPES
 from mmjax.registry import Registry
@@ -100,3 +101,17 @@ def test_the_task_owns_its_tokenizer_and_checks_it_against_the_model(tiny_config
     tiny_config.model.text.vocab_size = 8  # the shipped synthetic tokenizer has more
     with pytest.raises(ConfigError, match=r"config.model.text.vocab_size is 8, but tokenizer"):
         _ = build_task(tiny_config).tokenizer
+
+
+def test_shapes_world_follows_the_split_that_is_read():
+    """Tasks derive synthetic answers / references / zero-shot classes from a source's
+    declared ``shapes_world`` of the split they read, not from the training source's name."""
+
+    def cfg(**kw: str) -> ml_collections.ConfigDict:
+        return ml_collections.ConfigDict(dict(dict(source="synthetic", eval_source=""), **kw))
+
+    assert is_shapes_world(cfg(), "train") and is_shapes_world(cfg(), "eval")
+    real_train = cfg(source="files:/data/train.jsonl", eval_source="synthetic")
+    assert not is_shapes_world(real_train, "train") and is_shapes_world(real_train, "eval")
+    real_eval = cfg(eval_source="files:/data/val.jsonl")
+    assert is_shapes_world(real_eval, "train") and not is_shapes_world(real_eval, "eval")

@@ -70,6 +70,7 @@ class IndexedSource:
         )
 
     def num_captions(self, index: int) -> int:
+        """Every generated record has one caption (``eval_rows`` counts without reading)."""
         return 1
 
     def record_rng(self, index: int) -> np.random.Generator:

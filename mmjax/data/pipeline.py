@@ -27,7 +27,6 @@ from mmjax.data import sources
 from mmjax.data.augment import make_image_fn
 from mmjax.data.sources.records import record_captions, sample_caption, with_caption
 from mmjax.data.sources.wds_source import WdsIterDataset, shard_paths, wds_record
-from mmjax.data.synthetic import SyntheticShapes
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import (
     BadRecord,
@@ -182,10 +181,7 @@ def local_batch_size(global_batch: int) -> int:
 
 
 def _checked_size(data_cfg: Any) -> int:
-    """The image side every example must have; 0 (unchecked) for the synthetic source,
-    whose images are made at that size."""
-    if sources.parse_spec(data_cfg.source)[0] == "synthetic":
-        return 0
+    """The image side every example must have (0: unchecked)."""
     return int(data_cfg.get("image_size", 0) or 0)
 
 
@@ -271,10 +267,8 @@ def eval_rows(source: Any) -> tuple[np.ndarray, np.ndarray]:
     """The eval rows of ``source``: ``(record index, caption index)`` ``[rows]`` each; a
     record with several captions gives one row per caption (in order), any other one row.
     Captions are counted by ``source.num_captions(i)`` where the source has it (files),
-    else by reading the records (their images stay encoded); synthetic ones have one."""
+    else by reading the records (their images stay encoded)."""
     n = len(source)
-    if isinstance(source, SyntheticShapes):
-        return np.arange(n), np.zeros(n, np.int64)
     count = getattr(source, "num_captions", None) or (lambda i: len(record_captions(source[i])))
     counts = np.asarray([max(1, count(i)) for i in range(n)], np.int64)
     records = np.repeat(np.arange(n), counts)

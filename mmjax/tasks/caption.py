@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.config import ConfigError
+from mmjax.data import sources
 from mmjax.data.pipeline import default_example
 from mmjax.data.synthetic import COMBINATIONS, TEMPLATES
 from mmjax.data.tokenizer import TextTokenizer
@@ -63,7 +64,7 @@ class CaptionExample:
     def __init__(self, tokenizer: TextTokenizer, data_cfg: Any, train: bool):
         self.base = default_example(tokenizer, data_cfg, train)
         self.tokenizer = tokenizer
-        self.references = not train and data_cfg.source == "synthetic"
+        self.references = not train and sources.is_shapes_world(data_cfg, "eval")
 
     def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         out = self.base(record, rng)

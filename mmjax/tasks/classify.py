@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.config import ConfigError
+from mmjax.data import sources
 from mmjax.data.augment import make_image_fn
 from mmjax.data.media import MediaInputs, WithMedia, dummy_media, media_kind
 from mmjax.data.tokenizer import TextTokenizer
@@ -98,7 +99,7 @@ class ClassifyTask(Task):
 
     def __init__(self, config: Any):
         super().__init__(config)
-        self.synthetic = config.data.source == "synthetic"
+        self.synthetic = sources.is_shapes_world(config.data, "train")
         self.target = build_target(config.task, self.synthetic)
         self.num_classes = self.target.num_classes
         image_cfg, text_cfg = config.model.get("image"), config.model.get("text")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mmjax.data import synthetic
+from mmjax.data import sources, synthetic
 from mmjax.data.tokenizer import load_tokenizer
 
 ATTRIBUTES = ("shape", "colour", "size", "where")
@@ -55,7 +55,7 @@ class ZeroShotPrompts:
         attribute = zs.get("synthetic_attribute", "")
         if zs.get("class_names"):  # explicit classes win (real data: labels are class indices)
             return cls(list(zs.class_names), list(zs.get("templates") or ["{}"]), tokenizer, length)
-        if attribute and config.data.source != "synthetic":
+        if attribute and not sources.is_shapes_world(config.data, "eval"):
             return None  # the synthetic attribute means nothing for another source's labels
         if attribute:
             if attribute not in ATTRIBUTES:

@@ -31,25 +31,28 @@ Opener = Callable[[str, Any, str], Any]
 @dataclasses.dataclass(frozen=True)
 class SourceKind:
     """A registered source kind: its opener ``(arg, data_cfg, split) -> source`` and
-    whether the spec needs an ``:ARG`` and the kind serves an eval split of its own (read
-    when ``config.data.eval_source`` is empty)."""
+    whether the spec needs an ``:ARG``, the kind serves an eval split of its own (read
+    when ``config.data.eval_source`` is empty), and its records are the built-in shapes
+    (``shapes_world``: a record's ``label`` indexes ``synthetic.COMBINATIONS``, so tasks can
+    derive answers, references and zero-shot classes from it)."""
 
     open: Opener
     needs_arg: bool = True
     own_eval_split: bool = False
+    shapes_world: bool = False
 
 
 SOURCES: Registry[SourceKind] = Registry("data source")
 
 
 def register_source(
-    name: str, *, needs_arg: bool = True, own_eval_split: bool = False
+    name: str, *, needs_arg: bool = True, own_eval_split: bool = False, shapes_world: bool = False
 ) -> Callable[[Opener], Opener]:
     """Decorator: ``config.data.source = 'name:ARG'`` opens ``opener(ARG, data_cfg, split)``
     (``split`` is ``'train'`` or ``'eval'``); returns the opener unchanged."""
 
     def add(opener: Opener) -> Opener:
-        SOURCES.register(name)(SourceKind(opener, needs_arg, own_eval_split))
+        SOURCES.register(name)(SourceKind(opener, needs_arg, own_eval_split, shapes_world))
         return opener
 
     return add
@@ -85,6 +88,14 @@ def source_spec(data_cfg: Any, split: str) -> str:
     )
 
 
+def is_shapes_world(data_cfg: Any, split: str) -> bool:
+    """Whether ``split``'s records (``source_spec``) are the built-in shapes, whose labels
+    index ``synthetic.COMBINATIONS`` (``SourceKind.shapes_world``). An eval split with no
+    ``data.eval_source`` is the training source's own (or none: then nothing reads it)."""
+    spec = (data_cfg.get("eval_source", "") or "") if split == "eval" else ""
+    return SOURCES.get(parse_spec(spec or data_cfg.source)[0]).shapes_world
+
+
 def template(data_cfg: Any) -> str:
     """``data.caption_template``: how a class name becomes a caption (one ``{}`` slot)."""
     text = data_cfg.get("caption_template", DEFAULT_CAPTION_TEMPLATE) or "{}"
@@ -116,7 +127,7 @@ def open_source(spec: str, data_cfg: Any, split: str = "train") -> Any:
 # -- the shipped kinds ------------------------------------------------------------------------
 
 
-@register_source("synthetic", needs_arg=False, own_eval_split=True)
+@register_source("synthetic", needs_arg=False, own_eval_split=True, shapes_world=True)
 def open_synthetic(arg: str, data_cfg: Any, split: str) -> Any:
     """The built-in shapes: ``data.train_records`` / ``data.eval_records`` records of
     ``data.image_size`` from ``data.synthetic_seed`` (training records corrupted at
