@@ -92,10 +92,13 @@ def _is_tmp_save(ckpt: Path) -> bool:
         return False
 
 
-def test_kill_9_anywhere_then_resume_is_bit_identical(tiny_config, tmp_path, straight_params):
+def test_kill_9_anywhere_then_resume_is_bit_identical(
+    tiny_config, tmp_path, straight_params, capsys
+):
     """Kill -9 after the 2nd checkpoint plus a random delay; restart and kill -9 again
     while orbax is writing a checkpoint (its ``*.orbax-checkpoint-tmp-*`` directory
-    exists); the twice-restarted run ends with exactly the params of an uninterrupted one."""
+    exists); the twice-restarted run says where it resumed, continues the step counter and
+    ends with exactly the params of an uninterrupted one."""
     ckpt = tmp_path / "checkpoints"
     delay = random.Random().uniform(0.0, 0.4)
     for when in ("random_step", "during_async_save"):
@@ -112,9 +115,13 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(tiny_config, tmp_path, str
             _kill(proc)
         saved = _steps(ckpt)
         assert saved and max(saved) < STEPS, (when, delay, saved)
+    before = len(_rows(tmp_path))
+    capsys.readouterr()
     train(_config(tiny_config, STEPS), tmp_path)
-    rows = [r for r in _rows(tmp_path) if "loss" in r]
-    assert rows[-1]["step"] == STEPS
+    resumed_at = max(saved)  # the newest committed step: a mid-save one is never restored
+    assert f"resumed from {ckpt} at step {resumed_at}" in capsys.readouterr().out
+    rows = [r["step"] for r in _rows(tmp_path)[before:] if "loss" in r]
+    assert rows == list(range(resumed_at + 10, STEPS + 1, 10))  # continues, not from 0
     _assert_same_params(_final_params(tmp_path), straight_params)
 
 
