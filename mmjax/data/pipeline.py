@@ -181,7 +181,10 @@ def local_batch_size(global_batch: int) -> int:
 
 
 def _checked_size(data_cfg: Any) -> int:
-    """The image side every example must have (0: unchecked)."""
+    """The image side every example must have; 0 (unchecked) for the built-in shapes,
+    whose images are made at that size (a resizing example fn may change it on purpose)."""
+    if sources.is_shapes_world(data_cfg, "train"):
+        return 0
     return int(data_cfg.get("image_size", 0) or 0)
 
 
