@@ -120,8 +120,8 @@ def test_kill_9_anywhere_then_resume_is_bit_identical(
     train(_config(tiny_config, STEPS), tmp_path)
     resumed_at = max(saved)  # the newest committed step: a mid-save one is never restored
     assert f"resumed from {ckpt} at step {resumed_at}" in capsys.readouterr().out
-    rows = [r["step"] for r in _rows(tmp_path)[before:] if "loss" in r]
-    assert rows == list(range(resumed_at + 10, STEPS + 1, 10))  # continues, not from 0
+    logged = [r["step"] for r in _rows(tmp_path)[before:] if "loss" in r]
+    assert logged == list(range(resumed_at + 10, STEPS + 1, 10))  # continues, not from 0
     _assert_same_params(_final_params(tmp_path), straight_params)
 
 

@@ -180,10 +180,11 @@ def local_batch_size(global_batch: int) -> int:
     return global_batch // count
 
 
-def _checked_size(data_cfg: Any) -> int:
-    """The image side every example must have; 0 (unchecked) for the built-in shapes,
-    whose images are made at that size (a resizing example fn may change it on purpose)."""
-    if sources.is_shapes_world(data_cfg, "train"):
+def _checked_size(data_cfg: Any, split: str) -> int:
+    """The image side every example of ``split`` must have; 0 (unchecked) when that split
+    reads the built-in shapes, whose images are made at that size (a resizing example fn
+    may change it on purpose)."""
+    if sources.is_shapes_world(data_cfg, split):
         return 0
     return int(data_cfg.get("image_size", 0) or 0)
 
@@ -214,7 +215,7 @@ def train_dataset(
     example = example or default_example(tokenizer, data_cfg, train=True)
     set_max_image_pixels(data_cfg)
     bad_records = data_cfg.get("bad_records", "skip")
-    examples = _Examples(example, bad_records, seed, _checked_size(data_cfg))
+    examples = _Examples(example, bad_records, seed, _checked_size(data_cfg, "train"))
     kind, arg = sources.parse_spec(data_cfg.source)
     if kind == "wds":
         ds = _stream_dataset(data_cfg, arg, global_batch, seed, start_step, examples)
@@ -298,7 +299,7 @@ def eval_batches(
     example = example or default_example(tokenizer, data_cfg, train=False)
     set_max_image_pixels(data_cfg)
     fail = data_cfg.get("bad_records", "skip") == "fail"
-    size = _checked_size(data_cfg)
+    size = _checked_size(data_cfg, "eval")
     read = _EvalReader(source)
     batches, bad = [], 0
     for start in range(0, n, global_batch):
