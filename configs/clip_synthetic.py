@@ -4,9 +4,10 @@
     mmjax train --config configs/clip_synthetic.py:siglip   # sigmoid loss variant
     mmjax train --config configs/clip_synthetic.py:tiny     # seconds; for tests
 
-Sized to finish in a few minutes on a 2-core CPU and to reach high held-out
-retrieval on 256 eval pairs with distinct captions. It is the two-tower base
-(``mmjax/config_base.py``) as it stands; every key is documented there.
+Sized to finish in under 5 minutes on a 2-core CPU and to reach high held-out
+retrieval on 256 eval pairs with distinct captions and zero-shot shape accuracy above
+0.8. It is the two-tower base (``mmjax/config_base.py``, every key documented there)
+trained for 1,500 steps (the base's 1,000 leave zero-shot shape at 0.78).
 """
 
 import ml_collections
@@ -18,4 +19,6 @@ VARIANTS = {"siglip": base.siglip, "tiny": base.two_tower_tiny}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return Variants(arg, __file__, VARIANTS).apply(base.two_tower())
+    c = base.two_tower()
+    c.train.steps = 1500
+    return Variants(arg, __file__, VARIANTS).apply(c)

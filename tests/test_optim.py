@@ -19,8 +19,12 @@ from tests.conftest import CONFIG
 
 @pytest.fixture(scope="module")
 def shapes():
-    """Param shapes of the default model (3 image layers, 2 text layers)."""
-    return param_shapes(config_lib.load_config(CONFIG))
+    """Param shapes of the default two towers, pinned to 3 image layers with a class token
+    and 2 text layers (the LLRD expectations below count layers)."""
+    c = config_lib.load_config(CONFIG)
+    c.model.image.update(depth=3, pool="cls")
+    c.model.text.depth = 2
+    return param_shapes(c)
 
 
 def _optim(**overrides) -> ml_collections.ConfigDict:
