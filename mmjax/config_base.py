@@ -5,6 +5,7 @@ with its default and what it means, and one base per model family.
     fused()      image and text fused, then a classifier: VQA, matching, labels
     caption()    a ViT and a captioning decoder: CoCa
     vqvae()      a convolutional VQ-VAE image tokenizer (EMA codebook)
+    text_to_image()  a text tower and a decoder of VQ-VAE codes (the tokenizer frozen)
 
 A config file in ``configs/`` is its family's base, its differences, and its variants as
 small functions parsed by ``mmjax.config.Variants`` (README "Config reference")::
@@ -372,6 +373,38 @@ def vqvae_tiny(c: ml_collections.ConfigDict) -> None:
     c.model.vqvae.update(codebook_size=32, code_dim=8)
     tiny_run(c)
     c.data.image_size = 16
+
+
+def text_to_image() -> ml_collections.ConfigDict:
+    """Captions -> VQ-VAE codes -> 32 px images (``configs/text_to_image_synthetic.py``):
+    the CLIP text tower and a caption decoder over the codes, cross-attending to the text."""
+    m = compute()
+    m.vqvae = vqvae().model.vqvae  # must be the tokenizer run's (init_from loads it)
+    m.text = clip_text(**MEDIUM, depth=2)
+    m.decoder = dict(**SMALL, depth=3, act="gelu", tie_embeddings=True, dropout_rate=0.0)
+    task = dict(
+        name="text_to_image",
+        cond_drop=0.1,  # classifier-free guidance: P(caption -> the null caption)
+        guidance_scale=3.0,  # eval sampling: uncond + s * (cond - uncond)
+        temperature=1.0,
+        top_k=0,  # 0 = the whole codebook
+    )
+    c = run(task, m)
+    c.data.image_size = m.vqvae.image_size
+    c.optim.rules = [("vqvae/.*", None), (".*", {})]  # the tokenizer is frozen
+    c.optim.update(lr=1e-3, weight_decay=0.01)
+    c.train.update(steps=2000, batch_size=64, eval_batch_size=64, eval_every=0)
+    c.train.checkpoint_every = 500
+    return c
+
+
+def text_to_image_tiny(c: ml_collections.ConfigDict) -> None:
+    """Variant ``tiny`` of ``text_to_image``: the tiny tokenizer (16 px, 4x4 codes of 32),
+    tiny towers; 20 steps."""
+    vqvae_tiny(c)
+    c.model.text.update(TINY)
+    c.model.decoder.update(TINY)
+    c.data.eval_records = 16
 
 
 def vivit(**overrides: object) -> dict:

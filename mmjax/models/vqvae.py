@@ -226,7 +226,7 @@ class VQVAE(SpecModule):
     def decode_codes(self, codes: jax.Array) -> jax.Array:
         """Codes ``[batch, h * w]`` (row-major) -> images fp32 ``[batch, H, W, 3]`` (about
         ``[0, 1]``; clip to show them)."""
-        g = self.grid
+        g = self.spec.grid
         e = self.quantizer.codebook()[codes].reshape(codes.shape[0], g, g, -1)
         return self.decoder(e) + 0.5
 
