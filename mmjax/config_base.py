@@ -388,6 +388,9 @@ def text_to_image() -> ml_collections.ConfigDict:
         guidance_scale=3.0,  # eval sampling: uncond + s * (cond - uncond)
         temperature=1.0,
         top_k=0,  # 0 = the whole codebook
+        # eval: image classifier runs (configs/classify_image.py, label_field=<attribute>)
+        # that judge the samples; '' = not judged
+        judges=dict(colour="", shape="", size="", where=""),
     )
     c = run(task, m)
     c.data.image_size = m.vqvae.image_size

@@ -4,6 +4,7 @@ the null condition, and the frozen tokenizer loaded from a VQ-VAE run."""
 from __future__ import annotations
 
 import functools
+import json
 
 import flax.linen as nn
 import jax
@@ -136,20 +137,34 @@ def test_caption_dropout_uses_the_null_caption_at_the_configured_rate():
     assert null_ids[0, :2].tolist() == [ids[0, 0], task.tokenizer.eos_id]  # [BOS, EOS]
 
 
-def test_training_from_a_vqvae_run_keeps_the_tokenizer_frozen(tmp_path):
+SHORT = ["train.steps=4", "train.eval_every=0", "train.log_every=2", "train.checkpoint_every=4"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Tiny runs, trained once: a VQ-VAE, a text-to-image model from it, a colour judge."""
+    from mmjax.train.loop import train
+
+    root = tmp_path_factory.mktemp("t2i_runs")
+    vq_cfg = apply_overrides(load_config("configs/vqvae_synthetic.py:tiny"), SHORT)
+    train(vq_cfg, root / "vq")
+    config = apply_overrides(load_config(TINY), [*SHORT, f"init_from={root / 'vq'}"])
+    train(config, root / "t2i")
+    judge = ["task.label_field=colour", "task.num_classes=0", "data.image_size=16"]
+    judge += ["model.image.image_size=16"]
+    train(apply_overrides(load_config("configs/classify_image.py:tiny"), SHORT + judge), root / "j")
+    return root, vq_cfg, config
+
+
+def test_training_from_a_vqvae_run_keeps_the_tokenizer_frozen(runs):
     """``init_from`` a tiny VQ-VAE run loads its ``vqvae/`` params; after training they are
     unchanged, the generator's are not, and the targets are the tokenizer's codes."""
     from mmjax.train.checkpoint import latest_step_dir, read_state
-    from mmjax.train.loop import train
 
-    short = ["train.steps=4", "train.eval_every=0", "train.log_every=2", "train.checkpoint_every=4"]
-    vq_cfg = apply_overrides(load_config("configs/vqvae_synthetic.py:tiny"), short)
-    train(vq_cfg, tmp_path / "vq")
-    config = apply_overrides(load_config(TINY), [*short, f"init_from={tmp_path / 'vq'}"])
-    train(config, tmp_path / "t2i")
+    root, vq_cfg, config = runs
 
     def state(run):
-        return read_state(latest_step_dir(tmp_path / run / "checkpoints"))
+        return read_state(latest_step_dir(root / run / "checkpoints"))
 
     vq, t2i = state("vq"), state("t2i")
     vq_params = {**vq["params"]["vqvae"], **vq["frozen"]["vqvae"]}
@@ -169,3 +184,36 @@ def test_training_from_a_vqvae_run_keeps_the_tokenizer_frozen(tmp_path):
         {"vqvae": vq_params}, unit_images(images), method=lambda m, x: m.tokenize(x)
     )
     np.testing.assert_array_equal(codes, want)
+
+
+def test_judge_accuracy_is_the_classifier_agreement_with_the_caption_attributes(runs):
+    from mmjax.data.synthetic import COLOURS, COMBINATIONS
+    from mmjax.evaluation.judge import AttributeJudge
+
+    root, _, _ = runs
+    judge = AttributeJudge({"colour": str(root / "j"), "shape": ""})
+    images = np.random.default_rng(5).integers(0, 256, (70, 16, 16, 3), np.uint8)
+    labels = np.arange(70) * 7 % len(COMBINATIONS)
+    predicted = judge.predict(images)["colour"]
+    want = [list(COLOURS).index(COMBINATIONS[y][1]) for y in labels]
+    assert judge.accuracy(images, labels) == {"colour": pytest.approx(np.mean(predicted == want))}
+    with pytest.raises(Exception, match="not an image classifier of 'shape'"):
+        AttributeJudge({"shape": str(root / "j")})
+
+
+def test_predict_generate_writes_a_png_per_prompt(runs, tmp_path):
+    from PIL import Image
+
+    from mmjax.cli.app import main
+
+    root, _, _ = runs
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(CAPTIONS + ["a small green square in the center"]) + "\n")
+    out = tmp_path / "rows.jsonl"
+    argv = ["predict", "generate", "--workdir", str(root / "t2i"), "--prompts", str(prompts)]
+    assert main([*argv, "--out", str(out), "--batch-size", "2"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [*CAPTIONS, "a small green square in the center"]
+    for r in rows:
+        assert Image.open(r["image"]).size == (16, 16) and r["logp"] <= 0
+    assert (root / "t2i" / "samples" / "grid.png").is_file()

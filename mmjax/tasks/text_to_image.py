@@ -21,11 +21,15 @@ decoder to pixels.
 
 Eval: teacher-forced ``token_ce`` / ``token_acc`` of the eval images' codes under their
 captions (and under the null caption: ``token_ce_uncond``; conditioning that helps makes
-it larger), and the fraction of the codebook the guided samples use.
+it larger), the fraction of the codebook the guided samples use and, with
+``config.task.judges`` (``{attribute: classifier run}``, ``mmjax.evaluation.judge``), the
+per-attribute accuracy of the images sampled for the eval captions, without guidance
+(``judge_<attribute>``) and with it (``judge_<attribute>_guided``).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -33,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.config import ConfigError
+from mmjax.evaluation.judge import AttributeJudge
 from mmjax.losses import token_cross_entropy
 from mmjax.models.decoder import CaptionDecoder, DecoderSpec
 from mmjax.models.encoders import build_text_encoder
@@ -186,16 +191,32 @@ class TextToImageTask(Task):
             if not suffix:
                 out["token_acc"] = jnp.mean(correct, axis=1)
         rng = jax.random.PRNGKey(0)  # the same samples at every eval
-        generated = self.generate(
-            params, batch["tokens"], batch["padding_mask"], rng, self.guidance_scale
-        )
-        out["codes"] = generated["codes"]
+        for suffix, scale in (("", None), ("_guided", self.guidance_scale)):
+            generated = self.generate(params, batch["tokens"], batch["padding_mask"], rng, scale)
+            out[f"codes{suffix}"] = generated["codes"]
+            pixels = jnp.round(generated["images"] * 255.0)
+            out[f"samples{suffix}"] = pixels.astype(jnp.uint8)
+        if "label" in batch:
+            out["label"] = batch["label"]
         return out
 
+    @functools.cached_property
+    def judge(self) -> AttributeJudge:
+        """The classifiers of ``config.task.judges`` (``{attribute: run}``), loaded once."""
+        return AttributeJudge(dict(self.config.task.get("judges") or {}))
+
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        """``token_ce`` / ``token_acc`` / ``token_ce_uncond``, the samples' codebook usage and,
+        with ``config.task.judges`` and synthetic labels, ``judge_<attribute>`` (plain
+        sampling) and ``judge_<attribute>_guided`` accuracies."""
         metrics = {
             k: float(np.mean(outputs[k])) for k in ("token_ce", "token_acc", "token_ce_uncond")
         }
-        used = len(np.unique(outputs["codes"]))
+        used = len(np.unique(outputs["codes_guided"]))
         metrics["sample_codebook_usage"] = used / self.codebook_size
+        labels = outputs.get("label")
+        if self.judge and labels is not None and (labels >= 0).all():
+            for suffix in ("", "_guided"):
+                acc = self.judge.accuracy(outputs[f"samples{suffix}"], labels)
+                metrics.update({f"judge_{k}{suffix}": v for k, v in acc.items()})
         return metrics
