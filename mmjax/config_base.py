@@ -396,7 +396,7 @@ def text_to_image() -> ml_collections.ConfigDict:
     c.data.image_size = m.vqvae.image_size
     c.optim.rules = [("vqvae/.*", None), (".*", {})]  # the tokenizer is frozen
     c.optim.update(lr=1e-3, weight_decay=0.01)
-    c.train.update(steps=2000, batch_size=64, eval_batch_size=64, eval_every=0)
+    c.train.update(steps=1200, batch_size=64, eval_batch_size=64, eval_every=0)
     c.train.checkpoint_every = 500
     return c
 

@@ -184,6 +184,10 @@ def test_training_from_a_vqvae_run_keeps_the_tokenizer_frozen(runs):
         {"vqvae": vq_params}, unit_images(images), method=lambda m, x: m.tokenize(x)
     )
     np.testing.assert_array_equal(codes, want)
+    rows = [json.loads(x) for x in (root / "t2i/metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["eval/token_ce"] > 0 and 0 <= rows[-1]["eval/sample_codebook_usage"] <= 1
+    for suffix in ("", "_guided"):  # the eval's sample grids (Task.dump_predictions)
+        assert (root / f"t2i/predictions/4/eval_samples{suffix}.png").is_file()
 
 
 def test_judge_accuracy_is_the_classifier_agreement_with_the_caption_attributes(runs):

@@ -157,6 +157,13 @@ class Task(abc.ABC):
         batch (jitted inside the train step). Only called when ``buffers`` is set."""
         raise NotImplementedError(f"{type(self).__name__} declares no buffers")
 
+    def dump_predictions(self, outputs: dict[str, np.ndarray], directory: Any, name: str) -> None:
+        """Writes what is worth keeping of an eval's outputs (``eval_step``'s, concatenated)
+        under ``directory`` (the trainer's ``WORKDIR/predictions/<step>/``), files named after
+        the evaluator ``name``; called on process 0 when ``train.dump_predictions``. Default:
+        nothing (two-tower retrievals are written by the evaluator itself)."""
+        return None
+
     @abc.abstractmethod
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics of the whole eval split from its concatenated ``eval_step`` outputs."""

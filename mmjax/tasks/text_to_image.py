@@ -24,12 +24,14 @@ captions (and under the null caption: ``token_ce_uncond``; conditioning that hel
 it larger), the fraction of the codebook the guided samples use and, with
 ``config.task.judges`` (``{attribute: classifier run}``, ``mmjax.evaluation.judge``), the
 per-attribute accuracy of the images sampled for the eval captions, without guidance
-(``judge_<attribute>``) and with it (``judge_<attribute>_guided``).
+(``judge_<attribute>``) and with it (``judge_<attribute>_guided``); sample grids go to
+``WORKDIR/predictions/<step>/eval_samples[_guided].png`` (``dump_predictions``).
 """
 
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.config import ConfigError
-from mmjax.evaluation.judge import AttributeJudge
+from mmjax.evaluation.judge import AttributeJudge, image_grid
 from mmjax.losses import token_cross_entropy
 from mmjax.models.decoder import CaptionDecoder, DecoderSpec
 from mmjax.models.encoders import build_text_encoder
@@ -199,6 +201,17 @@ class TextToImageTask(Task):
         if "label" in batch:
             out["label"] = batch["label"]
         return out
+
+    def dump_predictions(self, outputs: dict[str, np.ndarray], directory: Any, name: str) -> None:
+        """``<name>_samples.png`` / ``<name>_samples_guided.png``: grids of the first 64
+        eval captions' samples, without and with guidance (the same captions, in order)."""
+        from PIL import Image
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for suffix in ("", "_guided"):
+            grid = image_grid(np.asarray(outputs[f"samples{suffix}"][:64]))
+            Image.fromarray(grid).save(directory / f"{name}_samples{suffix}.png")
 
     @functools.cached_property
     def judge(self) -> AttributeJudge:

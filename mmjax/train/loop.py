@@ -161,16 +161,18 @@ def make_train_step(
         if max_logit_scale is not None:
             params = clamp_logit_scale(params, max_logit_scale)
         ema = ema_update(state.ema, params, ema_decay) if ema_decay else state.ema
-        frozen = state.frozen
+
+        # A non-finite step leaves the state as it was (selects, so no NaN leaks through).
+        def keep_finite(new: Any, old: Any) -> Any:
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        params, opt_state, ema = keep_finite(
+            (params, opt_state, ema), (state.params, state.opt_state, state.ema)
+        )
+        frozen = state.frozen  # passed through untouched (a locked tower costs nothing)
         if task.buffers:
             seen = merge_params(state.params, state.frozen)
-            frozen = merge_params(frozen, task.update_buffers(seen, batch))
-        # A non-finite step leaves the state as it was (selects, so no NaN leaks through).
-        params, opt_state, ema, frozen = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state, ema, frozen),
-            (state.params, state.opt_state, state.ema, state.frozen),
-        )
+            frozen = keep_finite(merge_params(frozen, task.update_buffers(seen, batch)), frozen)
         metrics = dict(
             metrics,
             loss=loss,
