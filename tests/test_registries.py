@@ -67,7 +67,9 @@ def test_unknown_task_and_source_name_the_key_and_list_the_registered():
 
 
 def test_every_shipped_task_implements_the_protocol():
-    assert TASKS.names() == ["caption", "classify", "contrastive", "itm_mlm"]
+    assert TASKS.names() == [
+        *("caption", "classify", "contrastive", "itm_mlm", "text_to_image", "vqvae")
+    ]
     for name in TASKS.names():
         cls = TASKS.get(name)
         assert issubclass(cls, Task) and not cls.__abstractmethods__, name

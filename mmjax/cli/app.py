@@ -8,7 +8,7 @@ mmjax data prepare --source SPEC --out DIR      (files / folder / tar shards -> 
 mmjax compile --config FILE[:ARG] --topology v5e-256 [--num-slices N] [--json PATH]
                                                 (AOT-compile the train step for a TPU slice)
 mmjax eval --workdir RUN [--out results.json]   (eval only: mmjax/cli/eval.py)
-mmjax predict zero-shot|retrieve|caption|answer --workdir RUN ...   (mmjax/cli/predict.py)
+mmjax predict zero-shot|retrieve|caption|answer|generate --workdir RUN ...   (mmjax/cli/predict.py)
 mmjax export --workdir RUN --to-hf DIR | --stablehlo DIR            (mmjax/cli/export.py)
 mmjax plot --workdir RUN [--out DIR]            (loss / lr / eval curves: mmjax/cli/plot.py)
 """

@@ -8,8 +8,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from mmjax.optim.param_rules import make_param_plan
 from mmjax.tasks import build_task
+from mmjax.train.loop import make_plan
 from mmjax.train.loop import param_shapes as task_param_shapes
 
 
@@ -36,7 +36,7 @@ def print_info(config: Any) -> None:
     for group, n in count_params(config).items():
         print(f"  {group:<16} {n:>14,}")
     print("config.optim.rules:")
-    plan = make_param_plan(config.optim, param_shapes(config))
+    plan = make_plan(build_task(config), config.optim)  # the task's buffers frozen too
     print(plan.table())
     print_sharding(config, plan)
 

@@ -4,6 +4,8 @@ mmjax predict zero-shot --workdir RUN --images DIR_OR_GLOB --labels a,b,c [--tem
 mmjax predict retrieve  --workdir RUN --texts FILE --images DIR_OR_GLOB [--k 5]
 mmjax predict caption   --workdir RUN --images ...           (captioning models)
 mmjax predict answer    --workdir RUN --images ... --questions FILE   (VQA models)
+mmjax predict generate  --workdir RUN --prompts FILE [--out-dir DIR] [--guidance S]
+                        (text-to-image: one PNG per prompt + grid.png, default RUN/samples/)
 
 ``--model PATH`` takes a checkpoint step or HF directory instead of ``--workdir``.
 """
@@ -43,6 +45,16 @@ def add_parser(sub: Any) -> None:
     rt.add_argument("--texts", required=True, help="file with one query text per line")
     rt.add_argument("--k", type=int, default=5)
     common("caption", help="caption each image").add_argument("--beam-size", type=int, default=1)
+    gen = kinds.add_parser("generate", help="text-to-image: a PNG per prompt")
+    src = gen.add_mutually_exclusive_group(required=True)
+    src.add_argument("--workdir", help="run workdir (latest checkpoint)")
+    src.add_argument("--model", help="checkpoint step directory")
+    gen.add_argument("--prompts", required=True, help="file with one caption per line")
+    gen.add_argument("--out-dir", dest="out_dir", help="PNG directory (default RUN/samples)")
+    gen.add_argument("--out", help="write the JSON lines here instead of stdout")
+    gen.add_argument("--guidance", type=float, help="guidance scale (default: the run's; 0 off)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--batch-size", dest="batch_size", type=int, default=32)
     common("answer", help="answer questions about images").add_argument(
         "--questions", required=True, help="file with one question per image, in image order"
     )
@@ -71,6 +83,13 @@ def _lines(path: str, flag: str) -> list[str]:
 
 
 def predict_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.predict_command == "generate":
+        from mmjax.inference.generate_images import generate_images
+
+        run = args.workdir or args.model
+        out_dir = args.out_dir or Path(args.workdir or Path(args.model).parent.parent) / "samples"
+        prompts = _lines(args.prompts, "--prompts")
+        return generate_images(run, prompts, out_dir, args.guidance, args.seed, args.batch_size)
     from mmjax.inference import load
 
     pipe = load(args.workdir or args.model, batch_size=args.batch_size)

@@ -166,7 +166,8 @@ class Evaluator:
         self, params: Any, mesh: jax.sharding.Mesh, dump_dir: Path | None = None
     ) -> dict[str, float]:
         """``{'eval/[name/]metric': value}``; with ``dump_dir`` a two-tower evaluator also
-        writes its top-k retrievals to ``dump_dir/<name or 'eval'>.jsonl``."""
+        writes its top-k retrievals to ``dump_dir/<name or 'eval'>.jsonl``, and every task
+        its own files (``Task.dump_predictions``)."""
         outputs = embed_outputs(self.eval_fn, params, self.batches, mesh)
         metrics = self.task.eval_metrics(outputs)
         two_tower = {"image", "text"} <= set(outputs)
@@ -180,6 +181,8 @@ class Evaluator:
             dump_dir.mkdir(parents=True, exist_ok=True)
             path = dump_dir / f"{self.name or 'eval'}.jsonl"
             path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if dump_dir is not None:
+            self.task.dump_predictions(outputs, dump_dir, self.name or "eval")
         if self.keep:
             missing = sorted(set(self.keep) - set(metrics))
             if missing:

@@ -1,4 +1,5 @@
-"""Autoregressive generation under ``jax.jit``: greedy and beam search.
+"""Autoregressive generation under ``jax.jit``: greedy, beam search and sampling (temperature,
+top-k, classifier-free guidance).
 
 Both run one ``jax.lax.while_loop`` over positions with fixed shapes, the model's
 key/value cache carried in the loop state, so the step function is traced once
@@ -206,3 +207,66 @@ def beam_search(
 
     _, _, _, _, fin_ids, _, fin_logp = jax.lax.while_loop(cond, body, state)
     return fin_ids[:, 0], fin_logp[:, 0]  # top_k keeps the finished set sorted
+
+
+def guided_logits(cond: jax.Array, uncond: jax.Array, scale: float) -> jax.Array:
+    """Classifier-free guidance (Ho & Salimans 2022): ``uncond + scale * (cond - uncond)``
+    (fp32); ``scale=1`` is the conditional model, ``0`` the unconditional one."""
+    cond, uncond = cond.astype(jnp.float32), uncond.astype(jnp.float32)
+    return uncond + scale * (cond - uncond)
+
+
+def top_k_filter(logits: jax.Array, k: int) -> jax.Array:
+    """``logits`` ``[..., vocab]`` with every entry below the ``k``-th largest of its row set to
+    ``NEG_INF`` (ties with the ``k``-th stay); ``k <= 0`` or ``k >= vocab`` keeps all."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = jax.lax.top_k(logits, k)[0][..., -1:]
+    return jnp.where(logits >= kth, logits, NEG_INF)
+
+
+def sample(
+    step_fn: StepFn,
+    cache: Any,
+    rng: jax.Array,
+    *,
+    batch_size: int,
+    max_len: int,
+    bos_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    guidance_scale: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Ancestral sampling of a fixed length (no end token: image codes):
+    ``(ids [batch, max_len] (BOS first), logp [batch, max_len - 1])``.
+
+    Each position draws from ``softmax(top_k_filter(logits, top_k) / temperature)``;
+    ``logp`` is the log-probability of each drawn token under the unfiltered model at
+    temperature 1 (the guided logits with guidance). With ``guidance_scale`` the cache holds
+    ``2 * batch_size`` rows, the conditional ones first and then the unconditional
+    (null-condition) ones; both halves are fed the same tokens and their logits mixed
+    by ``guided_logits``. ``rng`` is split once per position."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0 (top_k=1 is greedy), got {temperature}")
+    b = batch_size
+    ids = jnp.full((b, max_len), bos_id, jnp.int32)
+
+    def body(i: jax.Array, state: tuple) -> tuple:
+        ids, cache, logp = state
+        current = jax.lax.dynamic_index_in_dim(ids, i, 1, keepdims=False)
+        if guidance_scale is None:
+            logits, cache = step_fn(cache, current)
+            logits = logits.astype(jnp.float32)
+        else:
+            both, cache = step_fn(cache, jnp.concatenate([current, current]))
+            logits = guided_logits(both[:b], both[b:], guidance_scale)
+        filtered = top_k_filter(logits, top_k) / temperature
+        token = jax.random.categorical(jax.random.fold_in(rng, i), filtered).astype(jnp.int32)
+        token_logp = jnp.take_along_axis(jax.nn.log_softmax(logits), token[:, None], axis=-1)
+        ids = jax.lax.dynamic_update_slice(ids, token[:, None], (0, i + 1))
+        logp = jax.lax.dynamic_update_slice(logp, token_logp, (0, i))
+        return ids, cache, logp
+
+    logp = jnp.zeros((b, max_len - 1), jnp.float32)
+    ids, _, logp = jax.lax.fori_loop(0, max_len - 1, body, (ids, cache, logp))
+    return ids, logp

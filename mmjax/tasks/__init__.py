@@ -6,7 +6,7 @@ Importing this package registers the shipped tasks; a new task module is importe
 
 from __future__ import annotations
 
-from mmjax.tasks import caption, classify, contrastive, itm_mlm  # noqa: F401  (registers them)
+from mmjax.tasks import caption, classify, contrastive, itm_mlm, text_to_image, vqvae  # noqa: F401
 from mmjax.tasks.base import TASKS, BatchLossTask, Task, build_task, register_task
 
 __all__ = ["TASKS", "BatchLossTask", "Task", "build_task", "register_task"]

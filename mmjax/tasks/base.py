@@ -22,7 +22,9 @@ and split ``loss`` into ``forward`` + ``loss_from_outputs``, which gradient accu
 (captioning) has its own ``generate``; no other task has one.
 
 Optional capabilities are declared class attributes with defaults (``max_logit_scale``,
-``inexact_accumulation``); callers read them, they never probe with ``getattr``.
+``inexact_accumulation``, ``buffers``); callers read them, they never probe with ``getattr``.
+A task with ``buffers`` (params no gradient trains, such as the VQ-VAE's EMA codebook
+statistics) updates them in ``update_buffers`` after each optimizer step.
 A new task is one file: a ``Task`` subclass decorated with ``@register_task('name')``
 (and imported in ``mmjax/tasks/__init__.py``), selected by ``config.task.name``.
 """
@@ -88,6 +90,12 @@ class Task(abc.ABC):
     inexact_accumulation: str | None = None
     """Why ``optim.accum_steps > 1`` is not the full batch's update (the trainer prints it
     as a warning); ``None``: accumulation is exact (or averages a per-example mean)."""
+    buffers: str | None = None
+    """Regex (``re.fullmatch`` on ``/``-joined param paths) of params that no gradient
+    trains: the trainer freezes them for the optimizer (a ``(buffers, None)`` rule ahead of
+    ``config.optim.rules``) and replaces them after each optimizer update with
+    ``update_buffers``' values, so they live in the train state and its checkpoints like
+    every param. ``None``: no buffers."""
     # The inputs ``dummy_batch`` makes: ``'image'`` uint8 ``[batch, n, n, 3]`` when
     # ``image_size > 0``, ``'tokens'`` int32 / ``'padding_mask'`` bool ``[batch, seq]`` when
     # ``context_length > 0``.
@@ -142,6 +150,19 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def eval_step(self, params: Any, batch: Batch) -> Outputs:
         """Eval forward of one batch (jitted): ``{name: [batch, ...]}``."""
+
+    def update_buffers(self, params: Any, batch: Batch) -> Any:
+        """New values of the ``buffers`` params, a nested dict of just those leaves, from the
+        full params the step's loss saw (before its optimizer update) and the step's whole
+        batch (jitted inside the train step). Only called when ``buffers`` is set."""
+        raise NotImplementedError(f"{type(self).__name__} declares no buffers")
+
+    def dump_predictions(self, outputs: dict[str, np.ndarray], directory: Any, name: str) -> None:
+        """Writes what is worth keeping of an eval's outputs (``eval_step``'s, concatenated)
+        under ``directory`` (the trainer's ``WORKDIR/predictions/<step>/``), files named after
+        the evaluator ``name``; called on process 0 when ``train.dump_predictions``. Default:
+        nothing (two-tower retrievals are written by the evaluator itself)."""
+        return None
 
     @abc.abstractmethod
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:

@@ -13,6 +13,7 @@ only the trainable one, and the optimizer state (and the EMA) covers only it.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 import tqdm
 
@@ -69,8 +71,17 @@ def param_shapes(task: Task) -> dict[str, tuple[int, ...]]:
 
 
 def make_plan(task: Task, optim_cfg: Any) -> ParamPlan:
-    """The task's ``ParamPlan`` under ``optim_cfg.rules`` / ``llrd`` / weight decay."""
+    """The task's ``ParamPlan`` under ``optim_cfg.rules`` / ``llrd`` / weight decay; the
+    task's ``buffers`` (if any) are frozen by a rule ahead of the config's."""
+    if task.buffers:
+        optim_cfg = ml_collections.ConfigDict(optim_cfg.to_dict())
+        optim_cfg.rules = [(task.buffers, None), *optim_cfg.rules]
     return make_param_plan(optim_cfg, param_shapes(task))
+
+
+def frozen_weights(task: Task, plan: ParamPlan) -> list[str]:
+    """The frozen param paths that are not the task's ``buffers`` (those need no init_from)."""
+    return [p for p in plan.frozen if not (task.buffers and re.fullmatch(task.buffers, p))]
 
 
 def init_train_state(
@@ -129,7 +140,9 @@ def make_train_step(
     and EMA (the step counter and RNG still advance) and reports ``nonfinite = 1``.
     ``debug_nan_step = k`` makes step ``k``'s loss and gradients NaN (fault injection).
     A task whose ``max_logit_scale`` is not None gets its ``logit_scale`` params clamped
-    into ``[0, max_logit_scale]`` after each update (``mmjax.train.temperature``).
+    into ``[0, max_logit_scale]`` after each update (``mmjax.train.temperature``); a task
+    with ``buffers`` gets them (frozen params) replaced by ``task.update_buffers`` of the
+    params the loss saw and the whole batch.
     """
     max_logit_scale = task.max_logit_scale
 
@@ -148,12 +161,18 @@ def make_train_step(
         if max_logit_scale is not None:
             params = clamp_logit_scale(params, max_logit_scale)
         ema = ema_update(state.ema, params, ema_decay) if ema_decay else state.ema
+
         # A non-finite step leaves the state as it was (selects, so no NaN leaks through).
-        params, opt_state, ema = jax.tree.map(
-            lambda new, old: jnp.where(finite, new, old),
-            (params, opt_state, ema),
-            (state.params, state.opt_state, state.ema),
+        def keep_finite(new: Any, old: Any) -> Any:
+            return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+        params, opt_state, ema = keep_finite(
+            (params, opt_state, ema), (state.params, state.opt_state, state.ema)
         )
+        frozen = state.frozen  # passed through untouched (a locked tower costs nothing)
+        if task.buffers:
+            seen = merge_params(state.params, state.frozen)
+            frozen = keep_finite(merge_params(frozen, task.update_buffers(seen, batch)), frozen)
         metrics = dict(
             metrics,
             loss=loss,
@@ -162,7 +181,7 @@ def make_train_step(
             nonfinite=(~finite).astype(jnp.int32),
         )
         new_state = state.replace(
-            step=state.step + 1, params=params, opt_state=opt_state, rng=rng, ema=ema
+            step=state.step + 1, params=params, opt_state=opt_state, rng=rng, ema=ema, frozen=frozen
         )
         return new_state, metrics
 
@@ -271,7 +290,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
             config.get("init_from_dont_load", ()),
             config.get("init_from_inflate", "average"),
         )
-    elif plan.frozen and jax.process_index() == 0:
+    elif frozen_weights(task, plan) and jax.process_index() == 0:
         print("warning: frozen params are randomly initialized (config.init_from is empty)")
     start = int(state.step)
     if start >= steps and jax.process_index() == 0:

@@ -1,0 +1,130 @@
+"""VQ-VAE image tokenizer task (``config.task.name='vqvae'``): reconstruction + commitment
+loss, EMA codebook updates, reconstruction / codebook-usage eval.
+
+Model: ``mmjax.models.vqvae.VQVAE`` from ``config.model.vqvae``; its params sit under
+``vqvae/`` (``vqvae/encoder``, ``vqvae/quantizer``, ``vqvae/decoder``), the paths the
+text-to-image task's frozen tokenizer has, so ``init_from`` a VQ-VAE run loads it as is.
+
+Loss (per batch; images scaled to ``[0, 1]``)::
+
+    mean((recon - image)^2) + beta * mean((z - stop_gradient(e))^2)
+
+``beta`` is ``config.task.commitment_cost`` (the paper's 0.25). The codebook gets no
+gradient: after each optimizer step the trainer calls ``update_buffers``, which assigns the
+step's encoder outputs (computed with the params the loss saw) to their nearest codes and
+moves ``vqvae/quantizer/ema_count`` / ``ema_sum`` by ``ema_update`` (sonnet's
+``VectorQuantizerEMA``). EMA rather than dead-code resets: the update is a fixed formula of
+the batch (no data-dependent re-seeding schedule to tune), and its statistics are two
+arrays in the params tree, so checkpoint / resume / ``init_from`` stay exact with no
+trainer state of its own. The commitment term is the only loss the codebook needs.
+
+Eval (``eval_metrics`` over the eval split): ``recon_mse`` (per-pixel, ``[0, 1]`` scale),
+``psnr`` (``10 log10(1 / recon_mse)``, dB), ``codebook_usage`` (fraction of the ``K`` codes
+used at least once) and ``perplexity`` (``exp`` of the entropy of the code histogram; ``K``
+when all codes are used equally).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mmjax.config import ConfigError
+from mmjax.models.spec import runtime_fields, spec_from_config
+from mmjax.models.vqvae import VQVAE, VQVAESpec, ema_update, nearest_codes
+from mmjax.tasks.base import Task, register_task
+
+Batch = dict[str, jax.Array]
+SCOPE = "vqvae"  # the params' top-level name (shared with the text-to-image task)
+
+
+def build_vqvae(model_cfg: Any) -> VQVAE:
+    """``VQVAE`` from ``config.model`` (its ``vqvae`` section and the model-wide dtype)."""
+    runtime = {"dtype": runtime_fields(model_cfg)["dtype"]}
+    return VQVAE(spec_from_config(VQVAESpec, model_cfg.vqvae, "config.model.vqvae", **runtime))
+
+
+def unit_images(images: jax.Array) -> jax.Array:
+    """uint8 ``[batch, H, W, 3]`` -> fp32 in ``[0, 1]``."""
+    return images.astype(jnp.float32) / 255.0
+
+
+def code_perplexity(codes: Any, k: int) -> Any:
+    """``exp(entropy)`` of the histogram of ``codes`` over ``k`` codes (jnp or numpy)."""
+    if isinstance(codes, jax.Array):
+        xp, p = jnp, jnp.bincount(jnp.ravel(codes), length=k) / codes.size
+    else:
+        xp, p = np, np.bincount(np.ravel(codes), minlength=k) / codes.size
+    return xp.exp(-xp.sum(xp.where(p > 0, p * xp.log(xp.where(p > 0, p, 1.0)), 0.0)))
+
+
+@register_task("vqvae")
+class VQVAETask(Task):
+    """Model (``VQVAE``) + loss + reconstruction eval. A batch is
+    ``{'image': uint8 [batch, H, W, 3]}`` (other keys are ignored)."""
+
+    buffers = f"{SCOPE}/quantizer/ema_(count|sum)"
+
+    def __init__(self, config: Any):
+        super().__init__(config)
+        self.model = build_vqvae(config.model)
+        self.spec = self.model.spec
+        self.image_size = self.spec.image_size
+        self.beta = float(config.task.get("commitment_cost", 0.25))
+        if self.beta < 0:
+            raise ConfigError(f"config.task.commitment_cost must be >= 0, got {self.beta}")
+
+    def init(self, rng: jax.Array) -> Any:
+        images = unit_images(self.dummy_batch()["image"])
+        return {"params": {SCOPE: self.model.init({"params": rng}, images)["params"]}}
+
+    def apply(self, params: Any, *args: Any, **kw: Any) -> Any:
+        """``self.model.apply`` with the ``vqvae/`` subtree of ``params``."""
+        return self.model.apply({"params": params[SCOPE]}, *args, **kw)
+
+    def loss(
+        self, params: Any, batch: Batch, rng: jax.Array, train: bool = True
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        target = unit_images(batch["image"])
+        out = self.apply(params, target)
+        recon_mse = jnp.mean((out["recon"] - target) ** 2)
+        commitment = jnp.mean((out["z"] - out["quantized"]) ** 2)  # quantized: no gradient
+        metrics = {
+            "recon_mse": recon_mse,
+            "commitment": commitment,
+            "perplexity": code_perplexity(out["codes"], self.spec.codebook_size),
+        }
+        return recon_mse + self.beta * commitment, metrics
+
+    def update_buffers(self, params: Any, batch: Batch) -> Any:
+        """The EMA step of ``ema_count`` / ``ema_sum`` on this batch's encoder outputs."""
+        q = params[SCOPE]["quantizer"]
+        z = self.apply(params, unit_images(batch["image"]), method=VQVAE.encode)
+        book = self.apply(params, method=lambda m: m.quantizer.codebook())
+        count, total = ema_update(
+            q["ema_count"], q["ema_sum"], z, nearest_codes(z, book), self.spec.ema_decay
+        )
+        return {SCOPE: {"quantizer": {"ema_count": count, "ema_sum": total}}}
+
+    def eval_step(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
+        """``{'sq_err': [batch] per-image mean squared error, 'codes': int32 [batch, h, w]}``."""
+        target = unit_images(batch["image"])
+        out = self.apply(params, target)
+        return {
+            "sq_err": jnp.mean((out["recon"] - target) ** 2, axis=(1, 2, 3)),
+            "codes": out["codes"],
+        }
+
+    def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        mse = float(np.mean(outputs["sq_err"]))
+        k = self.spec.codebook_size
+        codes = np.asarray(outputs["codes"])
+        return {
+            "recon_mse": mse,
+            "psnr": float(10.0 * np.log10(1.0 / max(mse, 1e-12))),
+            "codebook_usage": float(len(np.unique(codes)) / k),
+            "perplexity": float(code_perplexity(codes, k)),
+        }
