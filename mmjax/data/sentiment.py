@@ -7,10 +7,18 @@ Each post has three cues, each with a code in {0, 1, 2}:
 - voice (``VOICES``): flat / rising / falling pitch contour of a 0.5-0.7 s hum;
 - text (``TEXTS``): a short phrase that reads neutral, positive or negative.
 
-The label (``LABELS``: neutral, positive, negative) is ``(face + voice + text) % 3``: a
-fixed rule (a Latin cube) under which any one or two cues leave all three labels equally
-likely, so a model that ignores a modality cannot beat chance (1/3), while all three
-together determine the label. It is a test bed for fusion, not a model of how people
+The label (``LABELS``: neutral, positive, negative) follows a fixed rule (``label_of``):
+when the face and the voice agree (a smile with a rising voice, a frown with a falling one,
+a neutral face with a flat one) they set the sentiment whatever the words say, so "i love
+it" said with a frown and a falling voice is negative (sarcasm); when they disagree, the
+label is ``(face + voice + text) % 3``, in which each of the three cues changes it. With
+uniform cues the best (Bayes) accuracy from the face or the voice alone is 5/9, from the
+text alone 1/3, and from any two cues 5/9 (face and voice together know the label only
+when they agree, a third of the posts), while all three fix it. Face and voice alone
+carry some signal (the agreeing cases), which is what lets gradient descent find the
+rule: under the pure Latin cube ``(face + voice + text) % 3`` no cue is correlated with
+the label, and every fused model we trained from scratch (gated, late, tensor, graph; 600
+steps) stayed at the chance loss. It is a test bed for fusion, not a model of how people
 express sentiment. Generated from ``(seed, split, index)`` like
 ``synthetic.SyntheticShapes`` (``train`` and ``eval`` from disjoint streams; each cue
 drawn uniformly).
@@ -42,7 +50,9 @@ def caption_words() -> list[str]:
 
 
 def label_of(face: int, voice: int, text: int) -> int:
-    """The post's label index into ``LABELS`` from its three cue codes."""
+    """The post's label index into ``LABELS`` from its three cue codes (module docstring)."""
+    if face == voice:
+        return face
     return (face + voice + text) % 3
 
 
