@@ -196,3 +196,86 @@ def test_prepare_keeps_media_encoded_and_arrayrecord_decodes_as_files(media_dir)
         assert_same_arrays(
             decoded(kind, back[0]), decoded(kind, files[0 if kind == "video" else 1])
         )
+
+
+# -- mmjax.load of a video / audio tower's run ----------------------------------------------
+
+SHORT_RUN = ["train.steps=2", "optim.warmup_steps=1"]  # trained weights, compiled quickly
+
+
+@pytest.fixture(scope="module")
+def video_run(tmp_path_factory) -> Path:
+    from tests.test_inference import train_tiny
+
+    workdir = tmp_path_factory.mktemp("video_run")
+    train_tiny("video_text_synthetic.py:tiny", workdir, SHORT_RUN)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def audio_run(tmp_path_factory) -> Path:
+    from tests.test_inference import train_tiny
+
+    workdir = tmp_path_factory.mktemp("audio_run")
+    train_tiny("audio_text_synthetic.py:tiny", workdir, SHORT_RUN)
+    return workdir
+
+
+def eval_embedding(run: Path, record: dict) -> np.ndarray:
+    """``record``'s image-slot embedding ``[dim]`` the way the run's eval computes it: the
+    task's eval example, then ``task.eval_step`` (jitted, as the trainer runs it) on a batch
+    of one."""
+    import jax
+
+    from mmjax.inference.run_loading import load_run
+    from mmjax.tasks import build_task
+
+    loaded = load_run(run)
+    task = build_task(loaded.config)
+    example = task.make_example(loaded.config.data, train=False)
+    row = example(dict(record, caption="a red circle moves"), np.random.default_rng(0))
+    batch = {k: np.asarray(v)[None] for k, v in row.items()}
+    return np.asarray(jax.jit(task.eval_step)(loaded.params, batch)["image"])[0]
+
+
+def test_load_video_run_embeds_files_and_arrays_as_its_eval(video_run, tmp_path):
+    import mmjax
+    from mmjax.data.media import read_video
+
+    write_clip(tmp_path / "v.mp4")
+    write_clip(tmp_path / "w.mp4", shift=-10)  # the ramp moves the other way
+    pipe = mmjax.load(video_run)
+    assert pipe.preprocessing["num_frames"] == 4 and pipe.preprocessing["image_size"] == 16
+    frames = read_video(str(tmp_path / "v.mp4"))  # all 12 frames, 24 x 32: sampled + resized
+    emb = pipe.embed_videos([tmp_path / "v.mp4", frames, str(tmp_path / "w.mp4")])
+    assert emb.shape == (3, 32)
+    want = eval_embedding(video_run, {"video": str(tmp_path / "v.mp4")})
+    np.testing.assert_allclose(emb[0], want, atol=1e-5)
+    np.testing.assert_allclose(emb[1], emb[0], atol=1e-6)
+    assert np.abs(emb[2] - emb[0]).max() > 1e-3
+    with pytest.raises(ValueError, match=r"video tower \(config.model.image.kind='video'\)"):
+        pipe.embed_images([np.zeros((16, 16, 3), np.uint8)])
+    with pytest.raises(ValueError, match=r"video 1 \(.*gone.mp4\): no video file"):
+        pipe.embed_videos([frames, tmp_path / "gone.mp4"])
+
+
+def test_load_audio_run_embeds_files_and_waveforms_as_its_eval(audio_run, tmp_path):
+    import mmjax
+    from mmjax.data.media import decode_audio
+
+    write_beep(tmp_path / "a.wav")  # 0.75 s: 24 of the model's 32 frames, the rest masked
+    write_beep(tmp_path / "b.wav", samples=6000, hz=2000)
+    pipe = mmjax.load(audio_run)
+    assert pipe.preprocessing["audio"]["max_frames"] == 32
+    wave = decode_audio(str(tmp_path / "a.wav"), 8000)  # at the run's sample rate
+    emb = pipe.embed_audio([tmp_path / "a.wav", wave, tmp_path / "b.wav"])
+    assert emb.shape == (3, 32)
+    want = eval_embedding(audio_run, {"audio": str(tmp_path / "a.wav")})
+    np.testing.assert_allclose(emb[0], want, atol=1e-5)
+    np.testing.assert_allclose(emb[1], emb[0], atol=1e-6)
+    assert np.abs(emb[2] - emb[0]).max() > 1e-3
+    with pytest.raises(ValueError, match="of kind 'audio', not 'video'.*embed_audio"):
+        pipe.embed_videos([tmp_path / "a.wav"])
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
+    with pytest.raises(ValueError, match=r"audio 0 \(.*bad.wav\): unreadable audio"):
+        pipe.embed_audio([tmp_path / "bad.wav"])
