@@ -276,6 +276,14 @@ def test_load_audio_run_embeds_files_and_waveforms_as_its_eval(audio_run, tmp_pa
     assert np.abs(emb[2] - emb[0]).max() > 1e-3
     with pytest.raises(ValueError, match="of kind 'audio', not 'video'.*embed_audio"):
         pipe.embed_videos([tmp_path / "a.wav"])
+    from mmjax.inference.export_stablehlo import export_pipeline
+
+    with pytest.raises(NotImplementedError, match="tower of kind 'audio'"):
+        export_pipeline(pipe, tmp_path / "served")
+    from mmjax.inference.export_stablehlo import export_pipeline
+
+    with pytest.raises(NotImplementedError, match="tower of kind 'audio'"):
+        export_pipeline(pipe, tmp_path / "served")
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEfmt nonsense")
     with pytest.raises(ValueError, match=r"audio 0 \(.*bad.wav\): unreadable audio"):
         pipe.embed_audio([tmp_path / "bad.wav"])
