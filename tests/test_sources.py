@@ -234,10 +234,10 @@ def test_prepare_round_trip_and_interrupted_rerun(data, tmp_path, monkeypatch):
     spec, out = f"files:{root}/files/train.jsonl", tmp_path / "interrupted"
     real = FilesSource.raw
 
-    def flaky(self, index):
+    def flaky(self, index, **kw):
         if index == 12:
             raise KeyboardInterrupt
-        return real(self, index)
+        return real(self, index, **kw)
 
     monkeypatch.setattr(FilesSource, "raw", flaky)
     with pytest.raises(KeyboardInterrupt):

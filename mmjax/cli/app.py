@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", required=True, help="directory for the .array_record files")
     prepare.add_argument("--shard-size", type=int, default=1000, help="input records per file")
     prepare.add_argument(
-        "--no-verify", action="store_true", help="do not decode images (keep undecodable ones)"
+        "--no-verify",
+        action="store_true",
+        help="do not decode images, videos or audio (keep undecodable ones)",
     )
     prepare.add_argument(
         "--allow-outside-root",

@@ -28,16 +28,22 @@ from mmjax.data.transforms import BadRecord
 SPEC_AUGMENT_KEYS = ("time_masks", "time_width", "freq_masks", "freq_width")
 
 
-def decode_audio(data: Any, sample_rate: int) -> np.ndarray:
-    """Encoded audio (bytes or a path; WAV / FLAC / OGG ...) -> mono float32 ``[samples]``
-    at ``sample_rate``."""
+def read_audio(data: Any) -> tuple[np.ndarray, int]:
+    """Encoded audio (bytes or a path; WAV / FLAC / OGG / MP3 ...) -> (float32 ``[samples]``
+    or ``[samples, channels]``, its sample rate), as stored; ``BadRecord`` when it does not
+    decode (what ``mmjax data prepare`` checks, whatever rate a run later resamples to)."""
     import soundfile
 
     try:
         wave, sr = soundfile.read(io.BytesIO(data) if isinstance(data, bytes) else data)
     except (RuntimeError, OSError, TypeError) as e:  # soundfile's errors for bad data
         raise BadRecord(f"unreadable audio ({type(e).__name__}: {e})") from None
-    wave = np.asarray(wave, np.float32)
+    return np.asarray(wave, np.float32), int(sr)
+
+
+def decode_audio(data: Any, sample_rate: int) -> np.ndarray:
+    """Encoded audio (bytes or a path) -> mono float32 ``[samples]`` at ``sample_rate``."""
+    wave, sr = read_audio(data)
     if wave.ndim == 2:
         wave = wave.mean(axis=1)
     if sr != sample_rate:
@@ -47,9 +53,9 @@ def decode_audio(data: Any, sample_rate: int) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def decode_video(data: Any, num_frames: int) -> np.ndarray:
-    """A video file (bytes or a path) -> uint8 ``[num_frames, H, W, 3]``, frames sampled
-    evenly over the clip (ViViT's uniform frame sampling)."""
+def read_video(data: Any) -> np.ndarray:
+    """A video file (bytes or a path; MP4 / WebM / AVI / MKV / MOV ...) -> every frame,
+    uint8 ``[frames, H, W, C]``; ``BadRecord`` when it does not decode."""
     import imageio.v3 as iio
 
     try:
@@ -58,8 +64,19 @@ def decode_video(data: Any, num_frames: int) -> np.ndarray:
         raise BadRecord(f"unreadable video ({type(e).__name__}: {e})") from None
     if frames.ndim != 4 or frames.shape[0] == 0:
         raise BadRecord(f"video of shape {frames.shape} is not [frames, H, W, C]")
+    return frames
+
+
+def sample_frames(frames: np.ndarray, num_frames: int) -> np.ndarray:
+    """``[T, H, W, C]`` -> uint8 ``[num_frames, H, W, 3]``, frames sampled evenly over the
+    clip (ViViT's uniform frame sampling; a short clip repeats frames)."""
     pick = np.linspace(0, frames.shape[0] - 1, num_frames).round().astype(int)
     return np.ascontiguousarray(frames[pick, ..., :3]).astype(np.uint8)
+
+
+def decode_video(data: Any, num_frames: int) -> np.ndarray:
+    """A video file (bytes or a path) -> uint8 ``[num_frames, H, W, 3]`` (``sample_frames``)."""
+    return sample_frames(read_video(data), num_frames)
 
 
 def resize_frames(video: np.ndarray, size: int) -> np.ndarray:

@@ -3,10 +3,12 @@
     mmjax data prepare --source files:/data/captions.jsonl --out /data/prepared
     mmjax train ... --config.data.source=arrayrecord:/data/prepared
 
-Records keep their images encoded (the original JPEG / PNG bytes) and are written as
-msgpack (``arrayrecord_source.pack_record``) to ``OUT/part-NNNNN.array_record``, one file
-per ``shard_size`` input records, for random access in training. Inputs whose image is
-missing or does not decode are left out and listed in the manifest.
+Records keep their images, videos and audio encoded (the original JPEG / PNG, MP4 /
+WebM ..., WAV / FLAC ... bytes; decoded when read, by the same example as the source's)
+and are written as msgpack (``arrayrecord_source.pack_record``) to
+``OUT/part-NNNNN.array_record``, one file per ``shard_size`` input records, for random
+access in training. Inputs whose image, video or audio is missing or does not decode are
+left out and listed in the manifest.
 
 Interrupting is safe: a shard is written under a temporary name and renamed when
 complete, and ``OUT/manifest.json`` (rewritten atomically after every shard) lists the
@@ -24,6 +26,7 @@ from typing import Any
 import tqdm
 
 from mmjax import storage
+from mmjax.data.media import read_audio, read_video
 from mmjax.data.sources import parse_spec
 from mmjax.data.sources.arrayrecord_source import FORMAT, MANIFEST, SUFFIX, pack_record
 from mmjax.data.sources.records import SourceError
@@ -62,12 +65,16 @@ def _inputs(
     if kind == "files":
         from mmjax.data.sources.files_source import FilesSource
 
-        source: Any = FilesSource(arg, allow_outside_root=allow_outside_root)
+        files = FilesSource(arg, allow_outside_root=allow_outside_root)
+        # video / audio files are read into the record: prepared records carry no paths
+        read: Any = lambda i: files.raw(i, read_media=True)  # noqa: E731
+        total = len(files)
     else:
         from mmjax.data.sources.image_folder import ImageFolderSource
 
-        source = ImageFolderSource(arg)
-    return ((i, _try(lambda i=i: source.raw(i))) for i in range(start, len(source))), len(source)
+        folder = ImageFolderSource(arg)
+        read, total = folder.raw, len(folder)
+    return ((i, _try(lambda i=i: read(i))) for i in range(start, total)), total
 
 
 def _try(read: Any) -> Any:
@@ -77,14 +84,23 @@ def _try(read: Any) -> Any:
         return e
 
 
+# a record field -> the check that its encoded bytes decode (videos and audio at their
+# stored frames / rate: a run samples frames and resamples when it reads them)
+DECODE_CHECKS = {"image": decode_image, "video": read_video, "audio": read_audio}
+
+
 def _verified(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` if its image decodes, else ``BadRecord``."""
-    if not isinstance(record.get("image"), bytes):
-        raise BadRecord(f"record {record.get('key')} has no encoded image")
-    try:
-        decode_image(record["image"])
-    except BadRecord as e:
-        raise BadRecord(f"{record.get('key')}: {e}") from None
+    """``record`` if its image / video / audio decode, else ``BadRecord`` naming it."""
+    fields = [f for f in DECODE_CHECKS if record.get(f) is not None]
+    if not fields:
+        raise BadRecord(f"record {record.get('key')} has no encoded image, video or audio")
+    for field in fields:
+        if not isinstance(record[field], bytes):
+            raise BadRecord(f"record {record.get('key')} has no encoded {field}")
+        try:
+            DECODE_CHECKS[field](record[field])
+        except BadRecord as e:
+            raise BadRecord(f"{record.get('key')}: {e}") from None
     return record
 
 
@@ -139,7 +155,8 @@ def prepare(
 ) -> dict[str, Any]:
     """Writes ``spec``'s records to ``out`` (see the module docstring); returns the manifest.
 
-    ``verify`` decodes every image once and leaves out those that do not decode.
+    ``verify`` decodes every image, video and audio once and leaves out those that do not
+    decode.
     ``allow_outside_root`` lets a captions file name images outside its directory.
     """
     from array_record.python.array_record_module import ArrayRecordWriter

@@ -8,8 +8,10 @@ from typing import Any
 import numpy as np
 
 from mmjax.data.augment import make_image_fn
+from mmjax.data.media import MediaInputs, media_kind
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import NORMALIZATIONS, image_processor, normalize_images
+from mmjax.inference.media import MediaTower
 from mmjax.inference.pipeline import Pipeline
 from mmjax.inference.run_loading import is_run, load_run
 
@@ -17,7 +19,9 @@ TWO_TOWER_TASKS = ("contrastive",)
 
 
 def load(path: str | Path, *, allow_network: bool = False, batch_size: int = 32) -> Pipeline:
-    """The model at ``path`` with its tokenizer and image preprocessing.
+    """The model at ``path`` with its tokenizer and image preprocessing (a run whose image
+    tower is a video / audio tower: its video / audio preprocessing, ``embed_videos`` /
+    ``embed_audio``).
 
     ``path``: a run workdir or its ``checkpoints/`` directory (latest step; the EMA params
     if the run kept an EMA), one checkpoint step directory, a Hugging Face model directory
@@ -55,8 +59,20 @@ def eval_preprocessing(config: Any) -> dict[str, Any]:
     return dict(image_size=size, rescale_factor=rescale, image_mean=list(mean), image_std=list(std))
 
 
+def media_preprocessing(config: Any, kind: str) -> dict[str, Any]:
+    """What a video / audio tower's run preprocesses with (``Pipeline.preprocessing``):
+    video: the image keys + ``num_frames``; audio: ``config.data.audio`` (the log-mel
+    front end and ``max_frames``)."""
+    if kind == "video":
+        return dict(eval_preprocessing(config), num_frames=int(config.data.num_frames))
+    # SpecAugment is a training augmentation: eval (and inference) never applies it
+    audio = {k: v for k, v in dict(config.data.audio).items() if k != "spec_augment"}
+    return dict(audio=audio)
+
+
 def load_run_pipeline(path: str | Path, batch_size: int = 32) -> Pipeline:
-    """A two-tower run's latest (or given) checkpoint step."""
+    """A two-tower run's latest (or given) checkpoint step; a video / audio tower in the
+    image slot gets the task's own eval input path (``MediaTower``)."""
     from mmjax.tasks import build_task
 
     run = load_run(path)
@@ -80,6 +96,10 @@ def load_run_pipeline(path: str | Path, batch_size: int = 32) -> Pipeline:
     def normalize(images: Any) -> Any:
         return normalize_images(images, normalization)
 
+    kind = media_kind(config.model.image)
+    # the eval example's host half (MediaInputs, train=False) and the task's device half
+    media = MediaTower(MediaInputs(kind, config.data, False), task.tower_inputs) if kind else None
+    inputs = media_preprocessing(config, kind) if kind else eval_preprocessing(config)
     return Pipeline(
         task.model,
         run.params,
@@ -90,7 +110,8 @@ def load_run_pipeline(path: str | Path, batch_size: int = 32) -> Pipeline:
         batch_size=batch_size,
         config=config,
         source=str(run.step_dir),
-        preprocessing=dict(eval_preprocessing(config), tokenizer=config.data.tokenizer),
+        preprocessing=dict(inputs, tokenizer=config.data.tokenizer),
+        media=media,
     )
 
 

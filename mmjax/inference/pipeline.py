@@ -5,12 +5,16 @@
     img = pipe.embed_images([pil_image, uint8_array])  # [2, dim], L2-normalized
     txt = pipe.embed_texts(["a photo of a cat"])       # [1, dim]
     idx, scores = pipe.retrieve(["a red square"], images, k=5)
+    vid = mmjax.load("runs/video_text").embed_videos(["clip.mp4"])   # video tower: [1, dim]
+    aud = mmjax.load("runs/audio_text").embed_audio(["beep.wav"])    # audio tower: [1, dim]
 
 Images are PIL images, file paths or uint8 ``[H, W, 3]`` arrays of any size, preprocessed as
 in eval: the run's ``data.eval_transform`` (or ``data.image_processor``), then (for an image
 of another size) the shorter side resized to the model's size and the centre cropped
 (PIL bicubic, as transformers' CLIP image processor), then the run's normalization on the
-device. Texts are tokenized by the run's tokenizer, padded to the context length.
+device. Texts are tokenized by the run's tokenizer, padded to the context length. A run
+whose image tower is a video or audio tower embeds videos / audio clips instead, through the
+run's eval example (``mmjax.inference.media``).
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from mmjax.data.augment import resize_shorter_center_crop
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import to_rgb_uint8
 from mmjax.evaluation.retrieval import topk_chunked
+from mmjax.inference.media import MediaLike, MediaTower
 from mmjax.inference.prompts import templates as template_list
 from mmjax.models.towers import TwoTower, l2_normalize
 
 ImageLike = Any  # PIL.Image.Image | str | Path | np.ndarray
 PROGRESS_MIN = 512  # inputs from which a progress bar is shown
+# what the image slot's tower embeds (config.model.image.kind) -> the method that does it
+EMBED_METHOD = {"image": "embed_images", "video": "embed_videos", "audio": "embed_audio"}
 
 
 def read_image(image: ImageLike) -> np.ndarray:
@@ -68,6 +75,7 @@ class Pipeline:
         config: Any = None,
         source: str = "",
         preprocessing: dict[str, Any] | None = None,
+        media: MediaTower | None = None,
     ):
         if kind not in ("clip", "siglip"):
             raise ValueError(f"Pipeline kind must be 'clip' or 'siglip', got {kind!r}")
@@ -75,7 +83,9 @@ class Pipeline:
         self.params = jax.device_put(jax.tree.map(jnp.asarray, params))
         self.tokenizer, self.image_fn, self.normalize = tokenizer, image_fn, normalize
         self.batch_size = int(batch_size)
-        self.image_size = int(model.image.image_size)
+        # a video / audio tower in the image slot: embed_videos / embed_audio (no images)
+        self.media = media
+        self.image_size = int(getattr(model.image, "image_size", 0) or 0)  # audio: none
         self.context_length = int(tokenizer.length)
         # mean/std/rescale/tokenizer the exporters write next to the model
         self.preprocessing = dict(preprocessing or {})
@@ -89,15 +99,32 @@ class Pipeline:
             )
         )
         self._normalize = jax.jit(normalize)
+        if media is not None:
+            self._media = jax.jit(
+                lambda p, batch: l2_normalize(
+                    apply({"params": p}, *media.tower_inputs(batch), method=TwoTower.encode_image)
+                )
+            )
 
     def __repr__(self) -> str:
-        return f"Pipeline({self.kind}, {self.source or 'in memory'}, image {self.image_size}px)"
+        tower = f"{self.media.kind} tower" if self.media else f"image {self.image_size}px"
+        return f"Pipeline({self.kind}, {self.source or 'in memory'}, {tower})"
+
+    def _images_tower(self, what: str) -> None:
+        """Raises when the image slot holds a video / audio tower, which takes no images."""
+        if self.media is not None:
+            raise ValueError(
+                f"{what}: this run's image tower is a {self.media.kind} tower "
+                f"(config.model.image.kind={self.media.kind!r}), which takes no images; "
+                f"use Pipeline.{EMBED_METHOD[self.media.kind]}"
+            )
 
     # -- preprocessing -------------------------------------------------------------------
 
     def preprocess_images(self, images: Sequence[ImageLike]) -> np.ndarray:
         """uint8 ``[n, size, size, 3]``: each image read, transformed as in eval and, when
         of another size, resized (shorter side) and centre-cropped to the model's size."""
+        self._images_tower("preprocess_images")
         out = []
         for i, image in enumerate(images):
             try:
@@ -139,6 +166,7 @@ class Pipeline:
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """float32 ``[n, size, size, 3]`` normalized images -> ``[n, dim]`` L2-normalized."""
+        self._images_tower("embed_pixels")
 
         def run(rows: slice, size: int) -> np.ndarray:
             return np.asarray(self._image(self.params, jnp.asarray(_pad(pixels[rows], size))))
@@ -147,6 +175,7 @@ class Pipeline:
 
     def embed_images(self, images: Sequence[ImageLike]) -> np.ndarray:
         """``[n, dim]`` float32, L2-normalized image embeddings."""
+        self._images_tower("embed_images")
         images = list(images)
 
         def run(rows: slice, size: int) -> np.ndarray:
@@ -154,6 +183,39 @@ class Pipeline:
             return np.asarray(self._image(self.params, self._normalize(x)))
 
         return self._batched(len(images), run, "embed images")
+
+    def embed_videos(self, videos: Sequence[MediaLike]) -> np.ndarray:
+        """``[n, dim]`` float32, L2-normalized embeddings of a video tower's run: video
+        files (paths or bytes; ``data.num_frames`` frames sampled evenly, resized to
+        ``data.image_size``) or uint8 ``[frames, H, W, 3]`` arrays (sampled and resized the
+        same way), then normalized as in the run's eval."""
+        return self._embed_media("video", videos)
+
+    def embed_audio(self, clips: Sequence[MediaLike]) -> np.ndarray:
+        """``[n, dim]`` float32, L2-normalized embeddings of an audio tower's run: audio
+        files (paths or bytes; mixed to mono, resampled to ``data.audio.sample_rate``) or
+        mono float waveforms ``[samples]`` at that rate, as the run's eval log-mels
+        ``[max_frames, mels]`` (cropped or zero-padded, with the frame mask)."""
+        return self._embed_media("audio", clips)
+
+    def _embed_media(self, kind: str, values: Sequence[MediaLike]) -> np.ndarray:
+        if isinstance(values, (str, Path, bytes)):
+            raise TypeError(f"{EMBED_METHOD[kind]}: pass a list of inputs, not one")
+        have = self.media.kind if self.media else "image"
+        if have != kind:
+            raise ValueError(
+                f"{EMBED_METHOD[kind]}: this run's image tower is of kind {have!r}, not "
+                f"{kind!r} (config.model.image.kind); use Pipeline.{EMBED_METHOD[have]}"
+            )
+        media, values = self.media, list(values)
+
+        def run(rows: slice, size: int) -> np.ndarray:
+            batch = {
+                k: jnp.asarray(_pad(v, size)) for k, v in media.preprocess(values[rows]).items()
+            }
+            return np.asarray(self._media(self.params, batch))
+
+        return self._batched(len(values), run, f"embed {kind}")
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """``[n, dim]`` float32, L2-normalized text embeddings."""

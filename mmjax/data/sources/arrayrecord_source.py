@@ -1,7 +1,9 @@
 """ArrayRecord files written by ``mmjax data prepare``: ``source='arrayrecord:DIR/*.array_record'``.
 
 Each record is a msgpack map (never pickle) of a source record (records.py) with the
-image kept encoded (the original JPEG / PNG bytes). ``DIR/manifest.json`` says whether
+image, video or audio kept encoded (the original JPEG / PNG, MP4 ..., WAV ... bytes),
+decoded when read by the task's example as the source's own were (``mmjax.data.media``
+for video and audio). ``DIR/manifest.json`` says whether
 the prepare finished; reading an unfinished one is an error.
 """
 
@@ -24,6 +26,8 @@ SUFFIX = ".array_record"
 STORED_KEYS = (
     "key",
     "image",
+    "video",
+    "audio",
     "caption",
     "captions",
     "label",
@@ -35,7 +39,7 @@ STORED_KEYS = (
 
 
 def pack_record(record: dict[str, Any]) -> bytes:
-    """A source record (encoded image bytes, texts, ints) as msgpack bytes."""
+    """A source record (encoded image / video / audio bytes, texts, ints) as msgpack bytes."""
     return msgpack.packb({k: record[k] for k in STORED_KEYS if k in record}, use_bin_type=True)
 
 

@@ -37,12 +37,13 @@ OPTIONAL_TEXT = ("question", "answer")
 MEDIA_PATHS = ("video", "audio")
 
 
-def read_image_file(path: Path, where: str) -> bytes:
-    """The encoded bytes of an image file; ``BadRecord`` naming it when it cannot be read."""
+def read_input_file(path: Path, where: str, what: str = "image") -> bytes:
+    """The encoded bytes of an image / video / audio file (``what``); ``BadRecord`` naming
+    it when it cannot be read."""
     try:
         return path.read_bytes()
     except OSError as e:
-        raise BadRecord(f"missing image file {path} ({where}: {type(e).__name__})") from None
+        raise BadRecord(f"missing {what} file {path} ({where}: {type(e).__name__})") from None
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -154,12 +155,15 @@ class FilesSource:
         row = self.rows[index]
         return len(row["captions"]) if "captions" in row else 1
 
-    def raw(self, index: int) -> dict[str, Any]:
-        """Row ``index`` with its image file's encoded bytes."""
-        row = self.rows[int(index)]
-        if "image" not in row:  # a video / audio row: its file is read where it is decoded
-            return dict(row)
-        return dict(row, image=read_image_file(storage.user_path(row["image"]), row["key"]))
+    def raw(self, index: int, read_media: bool = False) -> dict[str, Any]:
+        """Row ``index`` with its image file's encoded bytes; with ``read_media`` its video /
+        audio files' bytes too (``mmjax data prepare``: prepared records carry no paths)."""
+        row = dict(self.rows[int(index)])
+        # training leaves a video / audio path as it is: the decoder reads the file itself
+        for field in ("image", *MEDIA_PATHS) if read_media else ("image",):
+            if field in row:
+                row[field] = read_input_file(storage.user_path(row[field]), row["key"], field)
+        return row
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return finalize(self.raw(index), self.template)

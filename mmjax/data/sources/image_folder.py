@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmjax.data.sources.files_source import read_image_file
+from mmjax.data.sources.files_source import read_input_file
 from mmjax.data.sources.records import DEFAULT_CAPTION_TEMPLATE, SourceError, finalize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -54,7 +54,7 @@ class ImageFolderSource:
         path = self.root / rel
         return {
             "key": str(path),
-            "image": read_image_file(path, f"folder {self.root}"),
+            "image": read_input_file(path, f"folder {self.root}"),
             "label": label,
             "label_name": self.class_names[label],
         }

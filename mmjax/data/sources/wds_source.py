@@ -3,9 +3,13 @@
 A shard is a tar file whose members are grouped into samples by key: consecutive
 members ``<key>.<ext>`` with the same key (``<key>`` = the path up to the first dot of
 the file name) form one sample ``{ext: bytes}``, e.g. ``000123.jpg`` + ``000123.txt``.
-A sample's image is its ``jpg``/``jpeg``/``png``/``webp`` member; its caption the ``txt``
-member, or ``json`` (``caption`` / ``captions`` / ``label`` / ``question`` / ``answer`` /
-``answers``); a ``cls`` member is an int label.
+A sample's image is its ``jpg``/``jpeg``/``png``/``webp`` member, its video an
+``mp4``/``webm``/``avi``/``mkv``/``mov`` member, its audio a ``wav``/``flac``/``ogg``/
+``mp3`` member (at least one of the three; all kept encoded and decoded by the task's
+example, the video / audio as a ``files:`` row's files are: ``mmjax.data.media``); its
+caption the ``txt`` member, or ``json`` (``caption`` / ``captions`` / ``label`` /
+``question`` / ``answer`` / ``answers``); a ``cls`` member is an int label. A member that
+does not decode is a bad record named ``<shard>:<key>``.
 
 ``WdsIterDataset`` is a grain ``IterDataset`` (shards are read front to back, not by
 index): shards are split between processes (``shards[process::processes]``) and, by
@@ -33,6 +37,10 @@ from mmjax.data.sources.records import DEFAULT_CAPTION_TEMPLATE, SourceError, fi
 from mmjax.data.transforms import BadRecord
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+VIDEO_EXTS = ("mp4", "webm", "avi", "mkv", "mov")
+AUDIO_EXTS = ("wav", "flac", "ogg", "mp3")
+# record field -> the member extensions that fill it (the first present wins)
+MEDIA_MEMBERS = {"image": IMAGE_EXTS, "video": VIDEO_EXTS, "audio": AUDIO_EXTS}
 _BRACE = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 
@@ -115,9 +123,13 @@ def wds_record(sample: Sample, template: str = DEFAULT_CAPTION_TEMPLATE) -> dict
     record: dict[str, Any] = {"key": where}
     if "__error__" in sample:
         raise BadRecord(f"sample {where}: {sample['__error__']}")
-    record["image"] = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
-    if record["image"] is None:
-        raise BadRecord(f"sample {where} has no image member ({', '.join(IMAGE_EXTS)})")
+    for field, exts in MEDIA_MEMBERS.items():
+        member = next((e for e in exts if e in sample), None)
+        if member is not None:
+            record[field] = sample[member]
+    if not any(field in record for field in MEDIA_MEMBERS):
+        exts = ", ".join(e for group in MEDIA_MEMBERS.values() for e in group)
+        raise BadRecord(f"sample {where} has no image, video or audio member ({exts})")
     if "json" in sample:
         try:
             meta = json.loads(sample["json"])
