@@ -12,8 +12,12 @@ must agree), then each timing runs in its own subprocess, one after the other (t
 OpenMP threads keep spinning after each op and would slow a JAX step in the same
 process). A step is forward + CLIP loss + backward + AdamW update, timed after warm-up
 as the median of device-synchronized steps. Each worker also measures its framework's
-matmul peak in the compute dtype; MFU divides the analytic FLOP/s (``mmjax.flops``) by
-the best peak any framework reached in this run, so MFU ratios equal throughput ratios.
+matmul peak in the compute dtype (a square ``[2048, 2048]`` matmul on CPU); MFU divides
+the analytic FLOP/s (``mmjax.flops``) by the best peak any framework reached in this run,
+so MFU ratios equal throughput ratios, and ``of own`` divides it by the row's own
+framework's peak (mmjax by jax's, the peers by torch's): how much of the matmul speed its
+framework offers a step turns into training, the figure that says whether a ratio comes
+from the step or from the framework's matmul.
 
 The peers run under ``--peer-python`` (default ``/work/peers-venv/bin/python``), a
 separate environment with torch, open_clip and transformers; without it the peers are
@@ -232,6 +236,7 @@ def finish(rows: list[dict]) -> list[dict]:
         r["peak_flops"] = peak
         r["flops_per_s"] = r["flops_per_sample"] * r["samples_per_s"]
         r["mfu"] = r["flops_per_s"] / peak
+        r["of_own_peak"] = r["flops_per_s"] / r["framework_peak_flops"]
         same = ("config", "batch", "precision", "variant")
         mine = [o for o in out if o["impl"] == "mmjax" and all(o[k] == r[k] for k in same)]
         best = max((o["samples_per_s"] for o in mine), default=None)
@@ -246,11 +251,20 @@ def print_table(rows: list[dict]) -> None:
     print(f"device: {rows[0]['device']}; " + ", ".join(sorted({r["version"] for r in rows})))
     for precision in sorted({r["precision"] for r in rows}):
         peak = next(r["peak_flops"] for r in rows if r["precision"] == precision)
-        print(f"matmul peak ({precision}, best framework in this run): {peak / 1e9:.0f} GFLOP/s")
+        own = {}  # framework -> its best matmul peak over this run's rows
+        for r in rows:
+            if r["precision"] == precision:
+                name = "jax" if r["impl"] == "mmjax" else "torch"
+                own[name] = max(own.get(name, 0.0), r["framework_peak_flops"])
+        each = ", ".join(f"{name} {value / 1e9:.0f}" for name, value in sorted(own.items()))
+        print(
+            f"matmul peak ({precision}): best framework in this run {peak / 1e9:.0f} GFLOP/s "
+            f"({each})"
+        )
     header = (
         f"{'impl':<13} {'config':<6} {'batch':>5} {'prec':<5} {'variant':<7} {'attn':<5} "
         f"{'step ms':>8} {'samples/s':>9} {'mmjax/x':>7} {'GFLOP/smp':>9} {'GFLOP/s':>8} "
-        f"{'MFU':>6} {'load':>5}"
+        f"{'MFU':>6} {'of own':>6} {'load':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -260,7 +274,8 @@ def print_table(rows: list[dict]) -> None:
             f"{r['impl']:<13} {r['config']:<6} {r['batch']:>5} {r['precision']:<5} "
             f"{r['variant']:<7} {r['attention']:<5} {r['step_s'] * 1e3:>8.0f} "
             f"{r['samples_per_s']:>9.2f} {ratio:>7} {r['flops_per_sample'] / 1e9:>9.2f} "
-            f"{r['flops_per_s'] / 1e9:>8.1f} {r['mfu']:>6.1%} {r['load_avg_1min']:>5.1f}"
+            f"{r['flops_per_s'] / 1e9:>8.1f} {r['mfu']:>6.1%} {r['of_own_peak']:>6.1%} "
+            f"{r['load_avg_1min']:>5.1f}"
         )
 
 

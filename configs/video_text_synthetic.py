@@ -9,8 +9,8 @@ A ViViT tower (8 frames of 32 x 32, 2 x 8 x 8 tubelets, joint space-time attenti
 CLIP text tower; eval is recall@K over the 256 distinct captions of the held-out split
 (one clip per caption: 4 shapes x 8 colours x 8 directions; chance R@1 = 1/256). With
 ``middle_frame`` every clip shows its middle frame 8 times: shape and colour stay
-readable, the direction does not (R@1 at best 8/256 ~ 0.03 if shape and colour are
-perfect: one in 8 directions).
+readable, the direction does not (R@1 at best 1/8 with shape and colour perfect: a guess
+among the 8 captions that differ only in direction).
 """
 
 import ml_collections
@@ -47,6 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.embed_dim = 96
     c.model.text.update(vocab_size=VOCAB, width=96, depth=2, num_heads=4, mlp_dim=384)
     base.moving_shapes(c)
-    c.train.update(steps=800, batch_size=64, eval_batch_size=128, eval_every=200)
-    c.train.update(log_every=25, checkpoint_every=400)
+    # 1,000 steps: R@1 0.54 / 0.55 in 4 min 29 s on one core (800: 0.50 / 0.54; lr 4e-3: 0.16)
+    c.train.update(steps=1000, batch_size=64, eval_batch_size=128, eval_every=500)
+    c.train.update(log_every=25, checkpoint_every=500)
     return Variants(arg, __file__, VARIANTS).apply(c)
