@@ -122,8 +122,12 @@ def test_vqa_answer_normalization_follows_the_official_rules(raw, want):
 
 
 def test_fallback_without_ten_answers_is_min_count_over_three():
+    """``min(c / 3, 1)`` from 3 answers on; below that an answer all annotators gave is 1
+    (a single answer is exact match: a video QA record's one direction)."""
     vocab = {"red": 0, "blue": 1}
-    for n in (1, 3, 5):
+    for n in (1, 2, 3, 5):
         for combo in itertools.combinations_with_replacement(["red", "blue"], n):
             got = vqa_answer_scores(list(combo), vocab)
-            assert got[0] == pytest.approx(min(combo.count("red") / 3, 1.0))
+            assert got[0] == pytest.approx(min(combo.count("red") / min(n, 3), 1.0))
+    assert vqa_answer_scores(["red"], vocab).tolist() == [1.0, 0.0]
+    assert vqa_answer_scores(["red", "blue"], vocab).tolist() == [0.5, 0.5]

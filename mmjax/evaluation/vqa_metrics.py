@@ -5,8 +5,10 @@ Official accuracy of a predicted answer ``a`` on a question with 10 annotator an
 mean, over the 10 subsets that leave one annotator out, of ``min(#matches in the subset /
 3, 1)``. It depends only on ``c``, the number of annotators who gave ``a``:
 ``((10 - c) * min(c / 3, 1) + c * min((c - 1) / 3, 1)) / 10``, i.e. 0, 0.3, 0.6, 0.9, 1
-for c = 0, 1, 2, 3, >= 4. With another number of answers the score falls back to
-``min(c / 3, 1)`` (the common approximation, and exact-match for a single answer).
+for c = 0, 1, 2, 3, >= 4. With another number ``n`` of answers the score falls back to
+``min(c / min(n, 3), 1)``: the common approximation ``min(c / 3, 1)`` from 3 answers on,
+and an answer every annotator gave scores 1 below that (exact match for a single answer,
+as a dataset with one answer per question means it; ``c / 3`` would score it 1/3).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ def vqa_answer_scores(answers: list[str], vocab: dict[str, int]) -> np.ndarray:
     """Per-answer VQA scores float32 ``[len(vocab)]`` from the annotators' ``answers``
     (normalized with ``normalize_answer``; ``vocab`` maps normalized answers to indices):
     the official accuracy of predicting each answer when there are 10 annotator answers
-    (``official_score`` of its count), else ``min(count / 3, 1)``. Answers outside
+    (``official_score`` of its count), else ``min(count / min(len(answers), 3), 1)``
+    (exact match for one answer). Answers outside
     ``vocab`` cannot be predicted and are dropped (they still count as annotators)."""
     counts = np.zeros(len(vocab), np.int64)
     for answer in answers:
@@ -80,14 +83,14 @@ def vqa_answer_scores(answers: list[str], vocab: dict[str, int]) -> np.ndarray:
             counts[index] += 1
     if len(answers) == 10:
         return np.asarray([official_score(int(c)) for c in counts], np.float32)
-    return np.minimum(counts / 3.0, 1.0).astype(np.float32)
+    return np.minimum(counts / min(len(answers), 3), 1.0).astype(np.float32)
 
 
 def vqa_accuracy(predicted: np.ndarray, answer_scores: np.ndarray) -> float:
     """VQA accuracy: mean over questions of ``answer_scores[i, predicted[i]]``
     (``predicted`` ``[n]`` answer indices, ``answer_scores`` ``[n, answers]`` from
     ``vqa_answer_scores``): the official accuracy for 10-annotator questions, the
-    ``min(c / 3, 1)`` fallback otherwise, exact-match for one certain answer (one-hot
+    ``min(c / min(n, 3), 1)`` fallback otherwise, exact-match for one certain answer (one-hot
     scores, as for the synthetic set)."""
     scores = np.asarray(answer_scores, np.float64)
     predicted = np.asarray(predicted)

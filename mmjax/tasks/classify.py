@@ -3,7 +3,8 @@
 ``config.task = dict(name='classify', target=...)``:
 
 - ``target='vqa'``: VQA as classification over an answer vocabulary with VQA v2 soft
-  scores (an answer given by ``c`` annotators scores ``min(c / 3, 1)``). Real records carry
+  scores (an answer given by ``c`` of 10 annotators scores the official leave-one-out
+  accuracy, else ``min(c / min(n, 3), 1)`` of ``n``: ``evaluation/vqa_metrics``). Real records carry
   ``question`` and ``answers`` (the annotators' answer strings) and ``config.task.answers``
   names the vocabulary (a list, or a text file with one answer per line); synthetic
   records get a question from ``mmjax.data.synthetic.QUESTIONS`` and a one-hot target over
