@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -22,9 +23,15 @@ def test_wandb_writer_resumes_the_same_run_offline(tmp_path, monkeypatch):
     writer.write(2, {"loss": 1.5, "eval/i2t_r1": 0.25})
     writer.close()
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
-    # the offline run log (protobuf records) holds the logged keys of its session
-    log = (runs[-1] / f"run-{run_id}.wandb").read_bytes()
+    # two sessions of one run id (a second in the same second gets a '-1' suffix)
+    assert len(runs) == 2 and all(f"-{run_id}" in r.name for r in runs)
+    # the offline run log (protobuf records) holds the logged keys of its session; wandb's
+    # service process writes it and can still be flushing when finish() returns
+    log = b""
+    deadline = time.monotonic() + 20
+    while b"eval/i2t_r1" not in log and time.monotonic() < deadline:
+        log = (runs[-1] / f"run-{run_id}.wandb").read_bytes()
+        time.sleep(0.2)
     assert b"eval/i2t_r1" in log and b"loss" in log
     # jsonl only on the first writer: one row
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").open()] == [1]
