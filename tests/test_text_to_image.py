@@ -190,6 +190,45 @@ def test_training_from_a_vqvae_run_keeps_the_tokenizer_frozen(runs):
         assert (root / f"t2i/predictions/4/eval_samples{suffix}.png").is_file()
 
 
+def _tensorboard_images(directory) -> dict[str, np.ndarray]:
+    """``{tag: uint8 [H, W, 3]}`` of the image summaries in ``directory``'s event files
+    (TFRecord frames: u64 length, u32 crc, the ``Event`` proto, u32 crc)."""
+    import io
+    import struct
+
+    from PIL import Image
+    from tensorboardX.proto import event_pb2
+
+    images = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    png = value.image.encoded_image_string
+                    images[value.tag] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return images
+
+
+def test_eval_sample_grids_go_to_tensorboard_as_written_to_predictions(runs):
+    """The trainer's TensorBoard writer gets the task's ``eval_images``: the same grids as
+    the PNGs under ``predictions/<step>/``."""
+    from PIL import Image
+
+    root, _, _ = runs
+    logged = _tensorboard_images(root / "t2i" / "tensorboard")
+    assert set(logged) == {"eval/samples", "eval/samples_guided"}
+    for suffix in ("", "_guided"):
+        png = np.asarray(Image.open(root / f"t2i/predictions/4/eval_samples{suffix}.png"))
+        np.testing.assert_array_equal(logged[f"eval/samples{suffix}"], png)
+    assert logged["eval/samples"].shape == (2 + 2 * 18, 2 + 8 * 18, 3)  # 16 samples of 16 px
+    vq_logged = _tensorboard_images(root / "vq" / "tensorboard")
+    assert vq_logged["eval/reconstructions"].shape == (2 + 8 * 18, 2 + 8 * 18, 3)
+
+
 def test_judge_accuracy_is_the_classifier_agreement_with_the_caption_attributes(runs):
     from mmjax.data.synthetic import COLOURS, COMBINATIONS
     from mmjax.evaluation.judge import AttributeJudge

@@ -25,7 +25,8 @@ it larger), the fraction of the codebook the guided samples use and, with
 ``config.task.judges`` (``{attribute: classifier run}``, ``mmjax.evaluation.judge``), the
 per-attribute accuracy of the images sampled for the eval captions, without guidance
 (``judge_<attribute>``) and with it (``judge_<attribute>_guided``); sample grids go to
-``WORKDIR/predictions/<step>/eval_samples[_guided].png`` (``dump_predictions``).
+``WORKDIR/predictions/<step>/eval_samples[_guided].png`` (``dump_predictions``) and to
+TensorBoard as ``eval/samples[_guided]`` (``eval_images``).
 """
 
 from __future__ import annotations
@@ -202,16 +203,22 @@ class TextToImageTask(Task):
             out["label"] = batch["label"]
         return out
 
+    def eval_images(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{'samples', 'samples_guided'}``: uint8 grids of the first 64 eval captions'
+        samples, without and with guidance (the same captions, in order; 8 a row)."""
+        return {
+            f"samples{suffix}": image_grid(np.asarray(outputs[f"samples{suffix}"][:64]))
+            for suffix in ("", "_guided")
+        }
+
     def dump_predictions(self, outputs: dict[str, np.ndarray], directory: Any, name: str) -> None:
-        """``<name>_samples.png`` / ``<name>_samples_guided.png``: grids of the first 64
-        eval captions' samples, without and with guidance (the same captions, in order)."""
+        """``<name>_samples.png`` / ``<name>_samples_guided.png``: the ``eval_images``."""
         from PIL import Image
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "_guided"):
-            grid = image_grid(np.asarray(outputs[f"samples{suffix}"][:64]))
-            Image.fromarray(grid).save(directory / f"{name}_samples{suffix}.png")
+        for key, grid in self.eval_images(outputs).items():
+            Image.fromarray(grid).save(directory / f"{name}_{key}.png")
 
     @functools.cached_property
     def judge(self) -> AttributeJudge:
