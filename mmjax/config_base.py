@@ -418,9 +418,9 @@ def text_to_image() -> ml_collections.ConfigDict:
 def vqvae_48px(c: ml_collections.ConfigDict) -> None:
     """Variant ``48px`` of ``vqvae`` (measured, README "Text-to-image"): 48 px images, a
     12x12 grid of codes of 4x4 px (each cell of the 3x3 position grid is 4x4 codes), dead
-    codes restarted, 600 steps (4 min 4 s on one core). At 600 steps the shape judge reads
-    the shape of 57% of its reconstructions (a 6x6 grid of 8x8 px codes: 31%, colour 38%;
-    with 2,048 codes: 30% / 15%)."""
+    codes restarted, 600 steps (4 min 4 s on one core). At 600 steps the 2,000-step shape
+    judge reads the shape of 57% of its reconstructions (the 1,000-step judge: 62%; on a
+    6x6 grid of 8x8 px codes that judge read 31%, colour 38%; with 2,048 codes 30% / 15%)."""
     # Restart codes used less than about once in two steps (EMA count < 0.5): without it
     # 45% of the 6x6 tokenizer's 256 codes were unused after 1,000 steps.
     c.model.vqvae.update(image_size=48, num_downsamples=2, dead_code_threshold=0.5)
@@ -430,7 +430,7 @@ def vqvae_48px(c: ml_collections.ConfigDict) -> None:
 
 def text_to_image_48px(c: ml_collections.ConfigDict) -> None:
     """Variant ``48px`` of ``text_to_image``, over the ``48px`` tokenizer's 144 codes: a
-    width-96 decoder (width 128 ran 0.8 steps/s over 144 codes, 96: about 1.1), 500 steps
+    width-96 decoder (over 144 codes width 128 ran 0.8 steps/s, 96: 1.05), 500 steps
     to fit the 15-minute budget, too few: guided colour 0.41 (README "Text-to-image")."""
     vqvae_48px(c)
     c.model.decoder.update(MEDIUM)
