@@ -18,7 +18,7 @@ import ml_collections
 from mmjax import config_base as base
 from mmjax.config import Variants
 
-VARIANTS = {"tiny": base.text_to_image_tiny}
+VARIANTS = {"tiny": base.text_to_image_tiny, "48px": base.text_to_image_48px}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -17,7 +17,7 @@ import ml_collections
 from mmjax import config_base as base
 from mmjax.config import Variants
 
-VARIANTS = {"tiny": base.vqvae_tiny}
+VARIANTS = {"tiny": base.vqvae_tiny, "48px": base.vqvae_48px}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -142,13 +142,19 @@ SHORT = ["train.steps=4", "train.eval_every=0", "train.log_every=2", "train.chec
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Tiny runs, trained once: a VQ-VAE, a text-to-image model from it, a colour judge."""
+    """Tiny runs, trained once: a VQ-VAE, a CLIP at its image size, a text-to-image model
+    from the VQ-VAE whose eval CLIP-scores with that CLIP, a colour judge."""
     from mmjax.train.loop import train
 
     root = tmp_path_factory.mktemp("t2i_runs")
     vq_cfg = apply_overrides(load_config("configs/vqvae_synthetic.py:tiny"), SHORT)
     train(vq_cfg, root / "vq")
-    config = apply_overrides(load_config(TINY), [*SHORT, f"init_from={root / 'vq'}"])
+    clip = ["model.image.image_size=16", "data.image_size=16"]
+    train(
+        apply_overrides(load_config("configs/clip_synthetic.py:tiny"), SHORT + clip), root / "clip"
+    )
+    overrides = [*SHORT, f"init_from={root / 'vq'}", f"task.clip={root / 'clip'}"]
+    config = apply_overrides(load_config(TINY), overrides)
     train(config, root / "t2i")
     judge = ["task.label_field=colour", "task.num_classes=0", "data.image_size=16"]
     judge += ["model.image.image_size=16"]
@@ -186,8 +192,71 @@ def test_training_from_a_vqvae_run_keeps_the_tokenizer_frozen(runs):
     np.testing.assert_array_equal(codes, want)
     rows = [json.loads(x) for x in (root / "t2i/metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["eval/token_ce"] > 0 and 0 <= rows[-1]["eval/sample_codebook_usage"] <= 1
+    for suffix in ("", "_guided", "_real"):  # task.clip: the CLIP score of each image set
+        assert 0 <= rows[-1][f"eval/clip_score{suffix}"] <= 100
     for suffix in ("", "_guided"):  # the eval's sample grids (Task.dump_predictions)
         assert (root / f"t2i/predictions/4/eval_samples{suffix}.png").is_file()
+
+
+def _tensorboard_images(directory) -> dict[str, np.ndarray]:
+    """``{tag: uint8 [H, W, 3]}`` of the image summaries in ``directory``'s event files
+    (TFRecord frames: u64 length, u32 crc, the ``Event`` proto, u32 crc)."""
+    import io
+    import struct
+
+    from PIL import Image
+    from tensorboardX.proto import event_pb2
+
+    images = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("image"):
+                    png = value.image.encoded_image_string
+                    images[value.tag] = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    return images
+
+
+def test_eval_sample_grids_go_to_tensorboard_as_written_to_predictions(runs):
+    """The trainer's TensorBoard writer gets the task's ``eval_images``: the same grids as
+    the PNGs under ``predictions/<step>/``."""
+    from PIL import Image
+
+    root, _, _ = runs
+    logged = _tensorboard_images(root / "t2i" / "tensorboard")
+    assert set(logged) == {"eval/samples", "eval/samples_guided"}
+    for suffix in ("", "_guided"):
+        png = np.asarray(Image.open(root / f"t2i/predictions/4/eval_samples{suffix}.png"))
+        np.testing.assert_array_equal(logged[f"eval/samples{suffix}"], png)
+    assert logged["eval/samples"].shape == (2 + 2 * 18, 2 + 8 * 18, 3)  # 16 samples of 16 px
+    vq_logged = _tensorboard_images(root / "vq" / "tensorboard")
+    assert vq_logged["eval/reconstructions"].shape == (2 + 8 * 18, 2 + 8 * 18, 3)
+
+
+def test_clip_score_is_100_times_the_mean_clipped_cosine_of_each_image_with_its_caption(runs):
+    from mmjax.data.synthetic import SyntheticShapes
+    from mmjax.evaluation.judge import ClipScorer
+
+    root, _, _ = runs
+    scorer = ClipScorer(str(root / "clip"))
+    records = [SyntheticShapes("eval", 8, image_size=16)[i] for i in range(8)]
+    images = np.stack([r["image"] for r in records])
+    captions = [r["caption"] for r in records]
+    image_emb = scorer.pipeline.embed_images(list(images))
+
+    def want(texts: list[str]) -> float:
+        cosine = np.sum(image_emb * scorer.pipeline.embed_texts(texts), axis=-1)
+        return 100 * float(np.maximum(cosine, 0).mean())
+
+    assert scorer.score(images, captions) == pytest.approx(want(captions), rel=1e-5)
+    shifted = captions[1:] + captions[:1]  # each image against another image's caption
+    assert scorer.score(images, shifted) == pytest.approx(want(shifted), rel=1e-5)
+    with pytest.raises(ValueError, match="8 images but 7 captions"):
+        scorer.score(images, captions[:7])
 
 
 def test_judge_accuracy_is_the_classifier_agreement_with_the_caption_attributes(runs):
@@ -221,3 +290,16 @@ def test_predict_generate_writes_a_png_per_prompt(runs, tmp_path):
     for r in rows:
         assert Image.open(r["image"]).size == (16, 16) and r["logp"] <= 0
     assert (root / "t2i" / "samples" / "grid.png").is_file()
+
+
+def test_48px_variants_share_the_tokenizer_the_generator_loads():
+    """``init_from`` loads the tokenizer by path, so the generator's ``model.vqvae`` must be
+    the tokenizer run's: the ``48px`` variants agree, and give a 12x12 code grid."""
+    from mmjax.models.vqvae import VQVAESpec
+
+    vq = load_config("configs/vqvae_synthetic.py:48px")
+    t2i = load_config("configs/text_to_image_synthetic.py:48px")
+    assert t2i.model.vqvae.to_dict() == vq.model.vqvae.to_dict()
+    assert vq.data.image_size == t2i.data.image_size == 48
+    assert VQVAESpec(**vq.model.vqvae.to_dict()).grid == 12
+    assert build_task(t2i).num_codes == 144

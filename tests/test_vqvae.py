@@ -17,6 +17,7 @@ from mmjax.models.vqvae import (
     codebook_from_ema,
     ema_update,
     nearest_codes,
+    restart_dead_codes,
     straight_through,
 )
 from mmjax.tasks import build_task
@@ -119,6 +120,28 @@ def test_ema_update_and_smoothed_codebook_match_numpy():
     np.testing.assert_allclose(
         codebook_from_ema(got_n, got_m, eps), _np_codebook(want_n, want_m, eps), rtol=1e-5
     )
+
+
+def test_dead_codes_restart_at_the_worst_represented_vectors_in_order():
+    rng = np.random.default_rng(8)
+    k, d = 7, 3
+    count = np.array([2.0, 0.1, 3.0, 0.0, 0.2, 1.0, 0.05], np.float32)  # 1, 3, 4, 6 dead
+    total = rng.normal(size=(k, d)).astype(np.float32)
+    book = rng.normal(size=(k, d)).astype(np.float32)
+    z = rng.normal(size=(2, 3, d)).astype(np.float32)
+    got_n, got_m = restart_dead_codes(*map(jnp.asarray, (count, total, z, book)), 0.5)
+    flat = z.reshape(-1, d)
+    err = [np.min(np.sum((book - v) ** 2, axis=1)) for v in flat]  # to the nearest code
+    worst = sorted(range(len(flat)), key=lambda i: -err[i])
+    want_n, want_m = count.copy(), total.copy()
+    for rank, code in enumerate([1, 3, 4, 6]):
+        want_n[code], want_m[code] = 1.0, flat[worst[rank]]
+    np.testing.assert_array_equal(got_n, want_n)
+    np.testing.assert_allclose(got_m, want_m, rtol=1e-6)
+    # More dead codes than vectors: the worst vectors are reused in turn.
+    many = restart_dead_codes(jnp.zeros(8), jnp.zeros((8, d)), jnp.asarray(flat[:3]), book, 0.5)
+    order = sorted(range(3), key=lambda i: -err[i])
+    np.testing.assert_allclose(many[1], flat[:3][[order[i % 3] for i in range(8)]], rtol=1e-6)
 
 
 def test_train_step_applies_the_ema_update_and_leaves_the_codebook_out_of_the_optimizer():

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from mmjax.data.pipeline import eval_batches
 from mmjax.evaluation.retrieval import topk_chunked
 from mmjax.parallel import sharding
 from mmjax.tasks import build_task
+
+ImageSink = Callable[[str, np.ndarray], None]  # (tag, uint8 [H, W, 3]): e.g. TensorBoard
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 PREDICTION_TOP_K = 5
@@ -163,13 +166,21 @@ class Evaluator:
         return f"eval/{self.name}/" if self.name else "eval/"
 
     def run(
-        self, params: Any, mesh: jax.sharding.Mesh, dump_dir: Path | None = None
+        self,
+        params: Any,
+        mesh: jax.sharding.Mesh,
+        dump_dir: Path | None = None,
+        on_image: ImageSink | None = None,
     ) -> dict[str, float]:
         """``{'eval/[name/]metric': value}``; with ``dump_dir`` a two-tower evaluator also
         writes its top-k retrievals to ``dump_dir/<name or 'eval'>.jsonl``, and every task
-        its own files (``Task.dump_predictions``)."""
+        its own files (``Task.dump_predictions``); ``on_image(tag, uint8 [H, W, 3])`` gets
+        each of the task's ``eval_images``, tagged ``eval/[name/]<image name>``."""
         outputs = embed_outputs(self.eval_fn, params, self.batches, mesh)
         metrics = self.task.eval_metrics(outputs)
+        if on_image is not None:
+            for key, image in self.task.eval_images(outputs).items():
+                on_image(self.prefix + key, image)
         two_tower = {"image", "text"} <= set(outputs)
         if dump_dir is not None and two_tower and self.tokenizer is not None:
             if jax.process_count() == 1:  # the batches hold this process's rows only
@@ -224,10 +235,13 @@ def run_evaluators(
     params: Any,
     mesh: jax.sharding.Mesh,
     dump_dir: Path | None = None,
+    on_image: ImageSink | None = None,
 ) -> dict[str, float]:
-    """Every evaluator's metrics; predictions to ``dump_dir`` (process 0 only) when given."""
+    """Every evaluator's metrics; predictions to ``dump_dir`` and the tasks' eval images to
+    ``on_image`` (process 0 only) when given."""
     row: dict[str, float] = {}
-    dump = dump_dir if jax.process_index() == 0 else None
+    main = jax.process_index() == 0
+    dump = dump_dir if main else None
     for ev in evaluators:
-        row.update(ev.run(params, mesh, dump))
+        row.update(ev.run(params, mesh, dump, on_image if main else None))
     return row

@@ -6,6 +6,8 @@ images (``configs/classify_image.py`` with ``--config.task.label_field=<attribut
 ``AttributeJudge({'colour': RUN, ...})`` loads each run's latest checkpoint;
 ``accuracy(images, labels)`` is, per attribute, the fraction of images the classifier
 puts in the class of ``COMBINATIONS[label]`` (the caption the image was generated from).
+``ClipScorer(RUN).score(images, captions)`` is the CLIP score of images against captions
+with a CLIP trained by mmjax on the real images (also never shown a generated one).
 """
 
 from __future__ import annotations
@@ -72,6 +74,27 @@ class AttributeJudge:
             attr: float(np.mean(pred == [attribute_label(int(y), attr) for y in labels]))
             for attr, pred in predicted.items()
         }
+
+
+class ClipScorer:
+    """CLIP score of images against their captions with a contrastive run trained by mmjax
+    (``configs/clip_synthetic.py`` at the images' size; ``mmjax.load`` preprocesses):
+    ``100 * mean(max(cos(image, caption), 0))`` over the pairs, torchmetrics'
+    ``CLIPScore`` formula (Hessel et al. 2021 with weight 100)."""
+
+    def __init__(self, run: str):
+        from mmjax.inference.load import load
+
+        self.pipeline = load(run)
+
+    def score(self, images: np.ndarray, captions: list[str]) -> float:
+        """uint8 ``[n, H, W, 3]`` and ``n`` captions -> the CLIP score (a float in [0, 100])."""
+        if len(images) != len(captions):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        image_emb = self.pipeline.embed_images(list(images))  # [n, dim], unit norm
+        text_emb = self.pipeline.embed_texts(captions)  # [n, dim], unit norm
+        cosine = np.sum(image_emb * text_emb, axis=-1)
+        return float(100.0 * np.mean(np.maximum(cosine, 0.0)))
 
 
 def to_uint8(images: Any) -> np.ndarray:

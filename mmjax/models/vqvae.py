@@ -22,6 +22,9 @@ and the codebook is the Laplace-smoothed mean (``codebook_from_ema``; ``N = sum(
 
     codebook = ema_sum / ((ema_count + eps) / (N + K * eps) * N)[:, None]
 
+With ``dead_code_threshold > 0`` codes whose ``ema_count`` falls below it then restart at
+the batch's worst-represented vectors (``restart_dead_codes``).
+
 Both statistics are params of the ``quantizer`` (``ema_count``, ``ema_sum``), so they live
 in the train state, checkpoint and load as every param does; the task names them as its
 ``buffers`` (``mmjax.tasks.base.Task``): the trainer freezes them for the optimizer and
@@ -61,6 +64,7 @@ class VQVAESpec:
     ema_decay: float = 0.99
     ema_eps: float = 1e-5
     codebook_init_std: float = 0.01
+    dead_code_threshold: float = 0.0  # restart codes whose ema_count falls below; 0 = never
     dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -111,6 +115,34 @@ def ema_update(
     count = decay * ema_count + (1.0 - decay) * jnp.sum(onehot, axis=0)
     total = decay * ema_sum + (1.0 - decay) * onehot.T @ z
     return count, total
+
+
+def restart_dead_codes(
+    ema_count: jax.Array,
+    ema_sum: jax.Array,
+    z: jax.Array,
+    codebook: jax.Array,
+    threshold: float,
+) -> tuple[jax.Array, jax.Array]:
+    """Dead-code restart after an EMA step: every code whose ``ema_count`` ``[K]`` is below
+    ``threshold`` restarts at one of the batch's vectors ``z`` ``[..., D]``, the ones worst
+    represented by ``codebook`` ``[K, D]`` (the codebook the batch was assigned with): the
+    i-th dead code by index takes the vector with the i-th largest squared distance to its
+    nearest code (cycling when more codes than vectors are dead), with count 1 and sum that
+    vector, so its smoothed mean is about the vector. Other codes are returned unchanged.
+
+    Why: EMA moves only codes that win vectors; a code no vector picks keeps decaying and is
+    never used again (the 48 px tokenizer had 45% of its 256 codes unused after 1,000
+    steps). ``ema_count`` is about the code's uses per step, so a threshold of 0.5 restarts
+    a code used less than once every two steps."""
+    z = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
+    err = jnp.sum((z - codebook[nearest_codes(z, codebook)]) ** 2, axis=-1)
+    worst = jnp.argsort(-err)  # [n]: the batch's vectors, worst represented first
+    dead = ema_count < threshold
+    rank = jnp.maximum(jnp.cumsum(dead) - 1, 0) % z.shape[0]
+    pick = z[worst[rank]]  # [K, D]: the vector each code would restart at
+    count = jnp.where(dead, 1.0, ema_count)
+    return count, jnp.where(dead[:, None], pick, ema_sum)
 
 
 def straight_through(z: jax.Array, quantized: jax.Array) -> jax.Array:

@@ -164,6 +164,12 @@ class Task(abc.ABC):
         nothing (two-tower retrievals are written by the evaluator itself)."""
         return None
 
+    def eval_images(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Pictures of an eval's outputs worth looking at (sample grids): ``{name: uint8
+        [H, W, 3]}``. The trainer writes each to TensorBoard as ``eval/[<evaluator>/]<name>``
+        at the eval's step; a task may also save them in ``dump_predictions``. Default: none."""
+        return {}
+
     @abc.abstractmethod
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """Metrics of the whole eval split from its concatenated ``eval_step`` outputs."""

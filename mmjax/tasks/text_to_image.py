@@ -24,8 +24,11 @@ captions (and under the null caption: ``token_ce_uncond``; conditioning that hel
 it larger), the fraction of the codebook the guided samples use and, with
 ``config.task.judges`` (``{attribute: classifier run}``, ``mmjax.evaluation.judge``), the
 per-attribute accuracy of the images sampled for the eval captions, without guidance
-(``judge_<attribute>``) and with it (``judge_<attribute>_guided``); sample grids go to
-``WORKDIR/predictions/<step>/eval_samples[_guided].png`` (``dump_predictions``).
+(``judge_<attribute>``) and with it (``judge_<attribute>_guided``), and with
+``config.task.clip`` (a contrastive run) the CLIP score of the samples against their
+captions (``clip_score[_guided]``; ``_real``: the eval's real images); sample grids go to
+``WORKDIR/predictions/<step>/eval_samples[_guided].png`` (``dump_predictions``) and to
+TensorBoard as ``eval/samples[_guided]`` (``eval_images``).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.config import ConfigError
-from mmjax.evaluation.judge import AttributeJudge, image_grid
+from mmjax.evaluation.judge import AttributeJudge, ClipScorer, image_grid
 from mmjax.losses import token_cross_entropy
 from mmjax.models.decoder import CaptionDecoder, DecoderSpec
 from mmjax.models.encoders import build_text_encoder
@@ -200,36 +203,58 @@ class TextToImageTask(Task):
             out[f"samples{suffix}"] = pixels.astype(jnp.uint8)
         if "label" in batch:
             out["label"] = batch["label"]
+        out["tokens"] = batch["tokens"]  # the captions, for the CLIP score
+        out["image"] = batch["image"]  # the real images: the judges' and CLIP's reference
         return out
 
+    def eval_images(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{'samples', 'samples_guided'}``: uint8 grids of the first 64 eval captions'
+        samples, without and with guidance (the same captions, in order; 8 a row)."""
+        return {
+            f"samples{suffix}": image_grid(np.asarray(outputs[f"samples{suffix}"][:64]))
+            for suffix in ("", "_guided")
+        }
+
     def dump_predictions(self, outputs: dict[str, np.ndarray], directory: Any, name: str) -> None:
-        """``<name>_samples.png`` / ``<name>_samples_guided.png``: grids of the first 64
-        eval captions' samples, without and with guidance (the same captions, in order)."""
+        """``<name>_samples.png`` / ``<name>_samples_guided.png``: the ``eval_images``."""
         from PIL import Image
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        for suffix in ("", "_guided"):
-            grid = image_grid(np.asarray(outputs[f"samples{suffix}"][:64]))
-            Image.fromarray(grid).save(directory / f"{name}_samples{suffix}.png")
+        for key, grid in self.eval_images(outputs).items():
+            Image.fromarray(grid).save(directory / f"{name}_{key}.png")
 
     @functools.cached_property
     def judge(self) -> AttributeJudge:
         """The classifiers of ``config.task.judges`` (``{attribute: run}``), loaded once."""
         return AttributeJudge(dict(self.config.task.get("judges") or {}))
 
+    @functools.cached_property
+    def clip_scorer(self) -> ClipScorer | None:
+        """The CLIP of ``config.task.clip`` (a contrastive run), loaded once; None: none."""
+        run = self.config.task.get("clip", "")
+        return ClipScorer(run) if run else None
+
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         """``token_ce`` / ``token_acc`` / ``token_ce_uncond``, the samples' codebook usage and,
         with ``config.task.judges`` and synthetic labels, ``judge_<attribute>`` (plain
-        sampling) and ``judge_<attribute>_guided`` accuracies."""
+        sampling), ``judge_<attribute>_guided`` and ``judge_<attribute>_real`` (the eval's
+        real images) accuracies; with ``config.task.clip``, ``clip_score``,
+        ``clip_score_guided`` and ``clip_score_real`` against the eval captions."""
         metrics = {
             k: float(np.mean(outputs[k])) for k in ("token_ce", "token_acc", "token_ce_uncond")
         }
         used = len(np.unique(outputs["codes_guided"]))
         metrics["sample_codebook_usage"] = used / self.codebook_size
         labels = outputs.get("label")
+        sets = {"": outputs["samples"], "_guided": outputs["samples_guided"]}
+        sets["_real"] = outputs["image"]
         if self.judge and labels is not None and (labels >= 0).all():
-            for suffix in ("", "_guided"):
-                acc = self.judge.accuracy(outputs[f"samples{suffix}"], labels)
+            for suffix, images in sets.items():
+                acc = self.judge.accuracy(images, labels)
                 metrics.update({f"judge_{k}{suffix}": v for k, v in acc.items()})
+        if self.clip_scorer is not None:
+            captions = self.tokenizer.decode(outputs["tokens"])
+            for suffix, images in sets.items():
+                metrics[f"clip_score{suffix}"] = self.clip_scorer.score(images, captions)
         return metrics

@@ -16,16 +16,24 @@ moves ``vqvae/quantizer/ema_count`` / ``ema_sum`` by ``ema_update`` (sonnet's
 ``VectorQuantizerEMA``). EMA rather than dead-code resets: the update is a fixed formula of
 the batch (no data-dependent re-seeding schedule to tune), and its statistics are two
 arrays in the params tree, so checkpoint / resume / ``init_from`` stay exact with no
-trainer state of its own. The commitment term is the only loss the codebook needs.
+trainer state of its own. The commitment term is the only loss the codebook needs. With
+``model.vqvae.dead_code_threshold > 0`` the same step restarts codes the EMA has let die
+(``restart_dead_codes``: a fixed formula of the batch too).
 
 Eval (``eval_metrics`` over the eval split): ``recon_mse`` (per-pixel, ``[0, 1]`` scale),
 ``psnr`` (``10 log10(1 / recon_mse)``, dB), ``codebook_usage`` (fraction of the ``K`` codes
 used at least once) and ``perplexity`` (``exp`` of the entropy of the code histogram; ``K``
-when all codes are used equally).
+when all codes are used equally). With ``config.task.judges`` (``{attribute: classifier
+run}``, ``mmjax.evaluation.judge``, the same judges the text-to-image eval uses) and
+synthetic labels, ``judge_<attribute>``: the fraction of reconstructions whose attribute the
+judge reads as the original's, the ceiling of any generator over these codes (a shape the
+tokenizer blurs away cannot be generated), and ``judge_<attribute>_real``: the same judge on
+the original images (its own ceiling).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -33,8 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from mmjax.config import ConfigError
+from mmjax.evaluation.judge import AttributeJudge, image_grid
 from mmjax.models.spec import runtime_fields, spec_from_config
-from mmjax.models.vqvae import VQVAE, VQVAESpec, ema_update, nearest_codes
+from mmjax.models.vqvae import (
+    VQVAE,
+    VQVAESpec,
+    ema_update,
+    nearest_codes,
+    restart_dead_codes,
+)
 from mmjax.tasks.base import Task, register_task
 
 Batch = dict[str, jax.Array]
@@ -107,24 +122,53 @@ class VQVAETask(Task):
         count, total = ema_update(
             q["ema_count"], q["ema_sum"], z, nearest_codes(z, book), self.spec.ema_decay
         )
+        if self.spec.dead_code_threshold > 0:
+            count, total = restart_dead_codes(count, total, z, book, self.spec.dead_code_threshold)
         return {SCOPE: {"quantizer": {"ema_count": count, "ema_sum": total}}}
 
     def eval_step(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
-        """``{'sq_err': [batch] per-image mean squared error, 'codes': int32 [batch, h, w]}``."""
+        """``{'sq_err': [batch] per-image mean squared error, 'codes': int32 [batch, h, w],
+        'recon': uint8 [batch, H, W, 3]}`` (+ ``label`` [batch] and the originals ``image``
+        when the batch has labels: the judges read both)."""
         target = unit_images(batch["image"])
         out = self.apply(params, target)
-        return {
+        recon = jnp.round(jnp.clip(out["recon"], 0.0, 1.0) * 255.0).astype(jnp.uint8)
+        outputs = {
             "sq_err": jnp.mean((out["recon"] - target) ** 2, axis=(1, 2, 3)),
             "codes": out["codes"],
+            "recon": recon,
         }
+        if "label" in batch:
+            outputs.update(label=batch["label"], image=batch["image"])
+        return outputs
+
+    def eval_images(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``{'reconstructions'}`` (with originals in the outputs): a uint8 grid of the first
+        32 eval images, each row of 8 originals above their reconstructions."""
+        if "image" not in outputs:
+            return {}
+        real, recon = np.asarray(outputs["image"][:32]), np.asarray(outputs["recon"][:32])
+        rows = [part[i : i + 8] for i in range(0, len(real), 8) for part in (real, recon)]
+        return {"reconstructions": image_grid(np.concatenate(rows))}
+
+    @functools.cached_property
+    def judge(self) -> AttributeJudge:
+        """The classifiers of ``config.task.judges`` (``{attribute: run}``), loaded once."""
+        return AttributeJudge(dict(self.config.task.get("judges") or {}))
 
     def eval_metrics(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
         mse = float(np.mean(outputs["sq_err"]))
         k = self.spec.codebook_size
         codes = np.asarray(outputs["codes"])
-        return {
+        metrics = {
             "recon_mse": mse,
             "psnr": float(10.0 * np.log10(1.0 / max(mse, 1e-12))),
             "codebook_usage": float(len(np.unique(codes)) / k),
             "perplexity": float(code_perplexity(codes, k)),
         }
+        labels = outputs.get("label")
+        if self.judge and labels is not None and (np.asarray(labels) >= 0).all():
+            for key, suffix in (("recon", ""), ("image", "_real")):
+                acc = self.judge.accuracy(np.asarray(outputs[key]), np.asarray(labels))
+                metrics.update({f"judge_{attr}{suffix}": v for attr, v in acc.items()})
+        return metrics

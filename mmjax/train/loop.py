@@ -13,6 +13,7 @@ only the trainable one, and the optimizer state (and the EMA) covers only it.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
@@ -387,6 +388,7 @@ def _train(config: Any, workdir: str | Path) -> dict[str, float]:
                     state.full_params(use_ema=ema_decay > 0),
                     mesh,
                     workdir / "predictions" / str(step) if dump else None,
+                    on_image=functools.partial(writer.write_image, step),
                 )
                 last.update(eval_row)
                 writer.write(step, eval_row)

@@ -74,6 +74,15 @@ class MetricWriter:
         if self._wandb is not None:
             self._wandb.write(int(step), {k: float(v) for k, v in metrics.items()})
 
+    def write_image(self, step: int, tag: str, image: Any) -> None:
+        """One uint8 ``[H, W, 3]`` image (a sample grid) to TensorBoard as ``tag`` at
+        ``step``; the other writers take scalars only."""
+        if not self.enabled or self._tb is None:
+            return
+        self._tb.add_image(tag, image, int(step), dataformats="HWC")
+        self._tb.flush()
+        self._tb_dir.sync()
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
