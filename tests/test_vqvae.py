@@ -129,7 +129,8 @@ def test_dead_codes_restart_at_the_worst_represented_vectors_in_order():
     total = rng.normal(size=(k, d)).astype(np.float32)
     book = rng.normal(size=(k, d)).astype(np.float32)
     z = rng.normal(size=(2, 3, d)).astype(np.float32)
-    got_n, got_m = restart_dead_codes(*map(jnp.asarray, (count, total, z, book)), 0.5)
+    codes = nearest_codes(jnp.asarray(z), jnp.asarray(book))
+    got_n, got_m = restart_dead_codes(*map(jnp.asarray, (count, total, z, codes, book)), 0.5)
     flat = z.reshape(-1, d)
     err = [np.min(np.sum((book - v) ** 2, axis=1)) for v in flat]  # to the nearest code
     worst = sorted(range(len(flat)), key=lambda i: -err[i])
@@ -139,7 +140,8 @@ def test_dead_codes_restart_at_the_worst_represented_vectors_in_order():
     np.testing.assert_array_equal(got_n, want_n)
     np.testing.assert_allclose(got_m, want_m, rtol=1e-6)
     # More dead codes than vectors: the worst vectors are reused in turn.
-    many = restart_dead_codes(jnp.zeros(8), jnp.zeros((8, d)), jnp.asarray(flat[:3]), book, 0.5)
+    few = jnp.asarray(flat[:3])
+    many = restart_dead_codes(jnp.zeros(8), jnp.zeros((8, d)), few, codes[0], book, 0.5)
     order = sorted(range(3), key=lambda i: -err[i])
     np.testing.assert_allclose(many[1], flat[:3][[order[i % 3] for i in range(8)]], rtol=1e-6)
 

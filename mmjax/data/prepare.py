@@ -17,6 +17,7 @@ complete ones. A re-run skips them and rewrites the rest, so no record is duplic
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ def _inputs(
 
         files = FilesSource(arg, allow_outside_root=allow_outside_root)
         # video / audio files are read into the record: prepared records carry no paths
-        read: Any = lambda i: files.raw(i, read_media=True)  # noqa: E731
+        read: Any = functools.partial(files.raw, read_media=True)
         total = len(files)
     else:
         from mmjax.data.sources.image_folder import ImageFolderSource

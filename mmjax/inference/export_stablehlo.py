@@ -42,7 +42,7 @@ def export_pipeline(
     """Writes the artifacts of ``pipe`` (a two-tower ``Pipeline``) to ``out``; returns the
     manifest. ``platforms``: lowering targets (default: this machine's backend), e.g.
     ``('cpu', 'cuda', 'tpu')`` for one file that runs on each."""
-    if getattr(pipe, "media", None) is not None:  # its image slot takes no pixel_values
+    if pipe.media is not None:  # its image slot takes no pixel_values
         raise NotImplementedError(
             f"export --stablehlo: the image slot of {pipe.source} holds a tower of kind "
             f"{pipe.media.kind!r} (config.model.image.kind); the StableHLO export writes "

@@ -121,12 +121,14 @@ def restart_dead_codes(
     ema_count: jax.Array,
     ema_sum: jax.Array,
     z: jax.Array,
+    codes: jax.Array,
     codebook: jax.Array,
     threshold: float,
 ) -> tuple[jax.Array, jax.Array]:
     """Dead-code restart after an EMA step: every code whose ``ema_count`` ``[K]`` is below
     ``threshold`` restarts at one of the batch's vectors ``z`` ``[..., D]``, the ones worst
-    represented by ``codebook`` ``[K, D]`` (the codebook the batch was assigned with): the
+    represented by ``codebook`` ``[K, D]`` (the codebook the batch was assigned with, to
+    ``codes`` ``[...]``: its nearest codes, the ones ``ema_update`` was given): the
     i-th dead code by index takes the vector with the i-th largest squared distance to its
     nearest code (cycling when more codes than vectors are dead), with count 1 and sum that
     vector, so its smoothed mean is about the vector. Other codes are returned unchanged.
@@ -136,7 +138,7 @@ def restart_dead_codes(
     steps). ``ema_count`` is about the code's uses per step, so a threshold of 0.5 restarts
     a code used less than once every two steps."""
     z = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
-    err = jnp.sum((z - codebook[nearest_codes(z, codebook)]) ** 2, axis=-1)
+    err = jnp.sum((z - codebook[codes.reshape(-1)]) ** 2, axis=-1)
     worst = jnp.argsort(-err)  # [n]: the batch's vectors, worst represented first
     dead = ema_count < threshold
     rank = jnp.maximum(jnp.cumsum(dead) - 1, 0) % z.shape[0]

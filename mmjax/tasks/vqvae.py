@@ -119,11 +119,11 @@ class VQVAETask(Task):
         q = params[SCOPE]["quantizer"]
         z = self.apply(params, unit_images(batch["image"]), method=VQVAE.encode)
         book = self.apply(params, method=lambda m: m.quantizer.codebook())
-        count, total = ema_update(
-            q["ema_count"], q["ema_sum"], z, nearest_codes(z, book), self.spec.ema_decay
-        )
+        codes = nearest_codes(z, book)  # once: the EMA step and the restart share them
+        count, total = ema_update(q["ema_count"], q["ema_sum"], z, codes, self.spec.ema_decay)
         if self.spec.dead_code_threshold > 0:
-            count, total = restart_dead_codes(count, total, z, book, self.spec.dead_code_threshold)
+            threshold = self.spec.dead_code_threshold
+            count, total = restart_dead_codes(count, total, z, codes, book, threshold)
         return {SCOPE: {"quantizer": {"ema_count": count, "ema_sum": total}}}
 
     def eval_step(self, params: Any, batch: Batch) -> dict[str, jax.Array]:
