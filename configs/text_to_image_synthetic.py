@@ -15,11 +15,11 @@ with the caption and with the null caption, and guided samples (KV-cached, jitte
 
 import ml_collections
 
-from mmjax import config_base as base
+from mmjax import config_generative as generative
 from mmjax.config import Variants
 
-VARIANTS = {"tiny": base.text_to_image_tiny, "48px": base.text_to_image_48px}
+VARIANTS = {"tiny": generative.text_to_image_tiny, "48px": generative.text_to_image_48px}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return Variants(arg, __file__, VARIANTS).apply(base.text_to_image())
+    return Variants(arg, __file__, VARIANTS).apply(generative.text_to_image())

@@ -14,11 +14,11 @@ run's ``vqvae/`` params frozen (``init_from``).
 
 import ml_collections
 
-from mmjax import config_base as base
+from mmjax import config_generative as generative
 from mmjax.config import Variants
 
-VARIANTS = {"tiny": base.vqvae_tiny, "48px": base.vqvae_48px}
+VARIANTS = {"tiny": generative.vqvae_tiny, "48px": generative.vqvae_48px}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return Variants(arg, __file__, VARIANTS).apply(base.vqvae())
+    return Variants(arg, __file__, VARIANTS).apply(generative.vqvae())
