@@ -71,6 +71,8 @@ def data() -> ml_collections.ConfigDict:
     d.crop_scale = (0.08, 1.0)
     d.crop_ratio = (3 / 4, 4 / 3)
     d.hflip = False
+    d.blur_prob = 0.0  # training: P(Gaussian blur), radius ~ U(blur_sigma) (DINO's)
+    d.blur_sigma = (0.1, 2.0)
     d.num_workers = 0  # grain worker processes (0 = threads in this process)
     d.image_processor = ""  # an HF dir: its resize / crop for transform 'none' ('' = off)
     return d
@@ -397,6 +399,8 @@ ADDED_KEYS = (
     *(f"data.{k}" for k in ("train_transform", "eval_transform", "crop_scale", "crop_ratio")),
     *(f"data.fields.{k}" for k in ("image", "caption", "label")),
     "data.num_workers",
+    "data.blur_prob",
+    "data.blur_sigma",
     "evals",
     *(f"train.{k}" for k in ("writers", "wandb_project", "dump_predictions")),
     *(f"task.{k}" for k in ("vqa_loss", "answers", "negative_rate", "negatives")),

@@ -157,6 +157,33 @@ def test_hflip_only_when_enabled():
     assert make_image_fn(_cfg(hflip=True), train=False) is None
 
 
+def test_blur_probability_radius_and_train_only():
+    from PIL import ImageFilter
+
+    image = _image(32, 32)
+    always = make_image_fn(_cfg(blur_prob=1.0, blur_sigma=(1.5, 1.5)), train=True)
+    want = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(1.5)))
+    assert np.array_equal(always(image, np.random.default_rng(0)), want)
+    # the radius is drawn after the coin from the record's generator: replay the draws
+    cfg = _cfg(blur_prob=0.3, blur_sigma=(0.5, 2.0))
+    some = make_image_fn(cfg, train=True)
+    blurred = 0
+    for seed in range(200):
+        out, rng = some(image, np.random.default_rng(seed)), np.random.default_rng(seed)
+        if rng.random() >= 0.3:
+            assert np.array_equal(out, image)
+            continue
+        radius = rng.uniform(0.5, 2.0)
+        blurred += 1
+        assert np.array_equal(out, Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
+    assert 35 < blurred < 85
+    assert make_image_fn(cfg, train=False) is None  # never at eval
+    with pytest.raises(ValueError, match=r"config\.data\.blur_prob"):
+        make_image_fn(_cfg(blur_prob=1.5), train=True)
+    with pytest.raises(ValueError, match=r"config\.data\.blur_sigma"):
+        make_image_fn(_cfg(blur_prob=0.5, blur_sigma=(2.0, 1.0)), train=True)
+
+
 def test_defaults_pass_images_through():
     assert make_image_fn(ml_collections.ConfigDict({"image_size": 64}), train=True) is None
     assert make_image_fn(ml_collections.ConfigDict({"image_size": 64}), train=False) is None

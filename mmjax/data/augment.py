@@ -1,5 +1,6 @@
 """Host-side image transforms for training and eval: resize + center crop, random-resized crop
-(the torchvision algorithm, reimplemented on NumPy + PIL) and an optional horizontal flip.
+(the torchvision algorithm, reimplemented on NumPy + PIL), an optional Gaussian blur and an
+optional horizontal flip.
 
 ``make_image_fn(data_cfg, train)`` builds the ``ImageFn`` (uint8 ``[H, W, 3]`` + a
 per-record generator -> uint8 ``[size, size, 3]``) that the pipeline applies to every
@@ -12,6 +13,9 @@ record; it reads (all optional, with these defaults):
     data.crop_ratio = (3 / 4, 4 / 3)         random_resized_crop: width / height range
     data.hflip = False                       training only; off by default because
                                              image-text captions say "left" / "right"
+    data.blur_prob = 0.0                     training only: P(Gaussian blur) of each image,
+    data.blur_sigma = (0.1, 2.0)             its radius drawn uniformly from this range
+                                             (DINO's / BYOL's GaussianBlur: PIL's filter)
 
 'none' keeps the image as decoded (the synthetic images already have the model's size);
 with ``data.image_processor`` (a Hugging Face model directory) set, 'none' means that
@@ -36,6 +40,7 @@ TRAIN_TRANSFORMS = ("none", "resize_center_crop", "random_resized_crop")
 EVAL_TRANSFORMS = ("none", "resize_center_crop")
 DEFAULT_CROP_SCALE = (0.08, 1.0)
 DEFAULT_CROP_RATIO = (3 / 4, 4 / 3)
+DEFAULT_BLUR_SIGMA = (0.1, 2.0)  # DINO's / BYOL's GaussianBlur radius range
 CROP_TRIES = 10  # torchvision's RandomResizedCrop: tries before the central fallback
 
 # (top, left, height, width) of a crop, in pixels.
@@ -143,6 +148,27 @@ class RandomFlip:
         return hflip(out) if rng.random() < 0.5 else out
 
 
+class RandomBlur:
+    """``ImageFn``: ``first`` (may be ``None``) then, with probability ``prob``, PIL's Gaussian
+    blur of a radius (sigma, in pixels) drawn uniformly from ``sigma`` (DINO's
+    ``GaussianBlur``). Draws, in order, from ``rng``: the coin, then (if heads) the radius."""
+
+    def __init__(self, first: ImageFn | None, prob: float, sigma: Sequence[float]):
+        self.first, self.prob, self.sigma = first, prob, tuple(sigma)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from PIL import ImageFilter
+
+        out = image if self.first is None else self.first(image, rng)
+        if rng.random() >= self.prob:
+            return out
+        radius = rng.uniform(*self.sigma)
+        return np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(radius)))
+
+    def __repr__(self) -> str:
+        return f"RandomBlur({self.first!r}, {self.prob}, {self.sigma})"
+
+
 class _ProcessorCrop:
     """``ImageFn``: an ``HFImageProcessor``'s resize + center crop (deterministic)."""
 
@@ -176,19 +202,27 @@ def make_image_fn(data_cfg: Any, train: bool) -> ImageFn | None:
     if name not in known:
         raise ValueError(f"config.data.{key}: unknown transform {name!r}; known: {known}")
     flip = bool(data_cfg.get("hflip", False)) and train
+    blur = float(data_cfg.get("blur_prob", 0.0)) if train else 0.0
+    if not 0.0 <= blur <= 1.0:
+        raise ValueError(f"config.data.blur_prob must be in [0, 1], got {blur}")
     size = data_cfg.get("image_size")
     if name != "none" and (not isinstance(size, int) or size <= 0):
         raise ValueError(f"config.data.image_size must be a positive int for {key}={name!r}")
     if name == "random_resized_crop":
         scale = _range(data_cfg, "crop_scale", DEFAULT_CROP_SCALE)
         ratio = _range(data_cfg, "crop_ratio", DEFAULT_CROP_RATIO)
-        return RandomResizedCrop(size, scale, ratio, flip)
-    if name == "resize_center_crop":
-        fn: ImageFn | None = ResizeCenterCrop(size)
+        fn: ImageFn | None = RandomResizedCrop(size, scale, ratio, flip)
+        flip = False  # RandomResizedCrop flips on its own
+    elif name == "resize_center_crop":
+        fn = ResizeCenterCrop(size)
     else:  # 'none': the HF processor's resize + crop when configured, else pass-through
         proc = image_processor(data_cfg.get("image_processor"))
         fn = None if proc is None else _ProcessorCrop(proc)
-    return RandomFlip(fn) if flip else fn
+    if flip:
+        fn = RandomFlip(fn)
+    if blur:
+        fn = RandomBlur(fn, blur, _range(data_cfg, "blur_sigma", DEFAULT_BLUR_SIGMA))
+    return fn
 
 
 def normalize_host(images: np.ndarray, kind: str = "clip") -> np.ndarray:
