@@ -4,9 +4,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # ``mmjax.load`` / ``mmjax.Pipeline`` import jax and the models on first use, so that
-    # ``import mmjax`` stays light.
-    if name in ("load", "Pipeline"):
+    # ``mmjax.load`` / ``mmjax.Pipeline`` / ``mmjax.ImageGenerator`` import jax and the
+    # models on first use, so that ``import mmjax`` stays light.
+    if name in ("load", "Pipeline", "ImageGenerator"):
         from mmjax import inference
 
         return getattr(inference, name)

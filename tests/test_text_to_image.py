@@ -292,6 +292,149 @@ def test_predict_generate_writes_a_png_per_prompt(runs, tmp_path):
     assert (root / "t2i" / "samples" / "grid.png").is_file()
 
 
+PROMPTS = [*CAPTIONS, "a small green square in the center"]
+
+
+@pytest.fixture(scope="module")
+def generator(runs):
+    """``mmjax.load`` of the tiny text-to-image run, two rows per sampler call (so the three
+    prompts are a full chunk and a padded one)."""
+    import mmjax
+
+    root, _, _ = runs
+    return mmjax.load(root / "t2i", batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def reference(runs):
+    """The task's sampler on one chunk, from the run's params loaded apart from the
+    generator: ``(texts, scale, key) -> (uint8 images, mean logp, codes)``."""
+    from mmjax.inference.run_loading import load_run
+
+    root, _, config = runs
+    task, params = build_task(config), load_run(root / "t2i").params
+    sampler = jax.jit(task.generate, static_argnums=4)
+
+    def draw(texts, scale, key):
+        tokens, mask = (jnp.asarray(a) for a in task.tokenizer(texts))
+        out = sampler(params, tokens, mask, key, scale)
+        pixels = np.clip(np.round(np.asarray(out["images"]) * 255), 0, 255).astype(np.uint8)
+        return pixels, np.asarray(out["logp"]).mean(1), np.asarray(out["codes"])
+
+    return draw
+
+
+def _chunks(reference, scale, seed):
+    """``PROMPTS`` as two chunks of two rows, the second padded with its last prompt; each
+    chunk's key folds its first row into ``PRNGKey(seed)``."""
+    key = jax.random.PRNGKey(seed)
+    first = reference(PROMPTS[:2], scale, jax.random.fold_in(key, 0))
+    second = reference([PROMPTS[2]] * 2, scale, jax.random.fold_in(key, 2))
+    return [np.concatenate([a, b[:1]]) for a, b in zip(first, second, strict=True)]
+
+
+def test_load_gives_an_image_generator_whose_samples_are_the_tasks(generator, reference, runs):
+    """``mmjax.load`` of a text_to_image run: uint8 ``[n, H, W, 3]`` images, ``[n]`` mean
+    log-probs and ``[n, codes]``, equal to the task's sampler on the padded chunks with the
+    run's guidance; the sampler compiles once for a full and a padded chunk."""
+    from mmjax.inference import ImageGenerator
+
+    _, _, config = runs
+    assert isinstance(generator, ImageGenerator) and "16px" in repr(generator)
+    out = generator.generate(PROMPTS, seed=3)
+    task = generator.task
+    assert len(out) == 3 and out.images.shape == (3, 16, 16, 3) and out.images.dtype == np.uint8
+    assert out.logp.shape == (3,) and out.logp.dtype == np.float32 and (out.logp <= 0).all()
+    assert out.codes.shape == (3, task.num_codes) and out.codes.max() < task.codebook_size
+    images, logp, codes = _chunks(reference, config.task.guidance_scale, 3)
+    np.testing.assert_array_equal(out.images, images)
+    np.testing.assert_array_equal(out.codes, codes)
+    np.testing.assert_allclose(out.logp, logp, rtol=1e-6)
+    pil = out.to_pil()
+    assert [p.size for p in pil] == [(16, 16)] * 3
+    np.testing.assert_array_equal(np.asarray(pil[2]), out.images[2])
+    compiled = generator._sample._cache_size()
+    generator.generate(PROMPTS[:1], seed=3)  # one row: padded to the same shape
+    assert generator._sample._cache_size() == compiled
+
+
+def test_generate_gives_the_pixels_generate_images_writes(generator, runs, tmp_path):
+    from PIL import Image
+
+    from mmjax.evaluation.judge import image_grid
+    from mmjax.inference.generate_images import generate_images
+
+    root, _, _ = runs
+    rows = generate_images(
+        root / "t2i", PROMPTS, tmp_path, guidance_scale=1.5, seed=7, batch_size=2
+    )
+    out = generator.generate(PROMPTS, guidance_scale=1.5, seed=7)
+    assert [r["prompt"] for r in rows] == PROMPTS
+    for i, row in enumerate(rows):
+        assert row["image"] == str(tmp_path / f"{i:04d}.png")
+        np.testing.assert_array_equal(np.asarray(Image.open(row["image"])), out.images[i])
+        assert row["logp"] == float(out.logp[i])
+    grid = np.asarray(Image.open(tmp_path / "grid.png"))
+    np.testing.assert_array_equal(grid, image_grid(out.images))
+
+
+def test_the_seed_alone_decides_the_samples(generator):
+    first = generator.generate(PROMPTS, seed=11)
+    again = generator.generate(PROMPTS, seed=11)
+    other = generator.generate(PROMPTS, seed=12)
+    np.testing.assert_array_equal(first.images, again.images)
+    np.testing.assert_array_equal(first.logp, again.logp)
+    assert (first.codes != other.codes).any(axis=1).all()  # every row drew other codes
+
+
+def test_guidance_none_is_the_runs_scale_and_zero_or_below_is_none(generator, reference, runs):
+    _, _, config = runs
+    run_scale = config.task.guidance_scale
+    assert generator.guidance(None) == run_scale > 0
+    assert generator.guidance(0) is None and generator.guidance(-1.0) is None
+    assert generator.guidance(2) == 2.0
+    default = generator.generate(PROMPTS, seed=5)
+    explicit = generator.generate(PROMPTS, guidance_scale=run_scale, seed=5)
+    np.testing.assert_array_equal(default.codes, explicit.codes)
+    off = generator.generate(PROMPTS, guidance_scale=0.0, seed=5)
+    negative = generator.generate(PROMPTS, guidance_scale=-2.0, seed=5)
+    np.testing.assert_array_equal(off.codes, negative.codes)
+    np.testing.assert_array_equal(off.logp, negative.logp)
+    images, logp, codes = _chunks(reference, None, 5)  # the conditional model alone
+    np.testing.assert_array_equal(off.codes, codes)
+    np.testing.assert_allclose(off.logp, logp, rtol=1e-6)
+    assert not np.allclose(default.logp, off.logp)  # guidance changes the distribution
+
+
+def test_no_texts_give_empty_rows_and_one_string_is_refused(generator, runs, tmp_path):
+    from mmjax.inference.generate_images import generate_images
+
+    root, _, _ = runs
+    out = generator.generate([])
+    assert out.images.shape == (0, 16, 16, 3) and out.images.dtype == np.uint8
+    assert out.logp.shape == (0,) and out.codes.shape == (0, generator.task.num_codes)
+    with pytest.raises(TypeError, match="not one string"):
+        generator.generate("a small red circle")
+    with pytest.raises(ValueError, match="no prompts"):
+        generate_images(root / "t2i", [], tmp_path)
+
+
+def test_load_names_what_it_serves_for_other_tasks(runs, tmp_path):
+    """A contrastive run is still a ``Pipeline``; a VQ-VAE or classifier run is refused,
+    naming both kinds ``mmjax.load`` serves; ``generate_images`` refuses them too."""
+    import mmjax
+    from mmjax.config import ConfigError
+    from mmjax.inference.generate_images import generate_images
+
+    root, _, _ = runs
+    assert isinstance(mmjax.load(root / "clip"), mmjax.Pipeline)
+    with pytest.raises(ValueError, match=r"'vqvae' run; .*Pipeline.*'text_to_image'.*Generator"):
+        mmjax.load(root / "vq")
+    with pytest.raises(ConfigError, match=r"a '\w+' run, not text_to_image"):
+        generate_images(root / "j", CAPTIONS, tmp_path)
+    assert not (tmp_path / "grid.png").exists()
+
+
 def test_48px_variants_share_the_tokenizer_the_generator_loads():
     """``init_from`` loads the tokenizer by path, so the generator's ``model.vqvae`` must be
     the tokenizer run's: the ``48px`` variants agree, and give a 12x12 code grid."""

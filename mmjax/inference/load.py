@@ -1,4 +1,11 @@
-"""``mmjax.load(path)``: a ``Pipeline`` from a run, a step directory, an HF directory, ``hf:ID``."""
+"""``mmjax.load(path)``: a ``Pipeline`` from a run, a step directory, an HF directory, ``hf:ID``;
+an ``ImageGenerator`` from a ``text_to_image`` run.
+
+    pipe = mmjax.load("runs/clip")                      # contrastive run / HF dir: Pipeline
+    txt = pipe.embed_texts(["a photo of a cat"])        # [1, dim]
+    gen = mmjax.load("runs/t2i")                        # text_to_image run: ImageGenerator
+    images = gen.generate(["a red circle"]).images      # uint8 [1, H, W, 3]
+"""
 
 from __future__ import annotations
 
@@ -11,17 +18,22 @@ from mmjax.data.augment import make_image_fn
 from mmjax.data.media import MediaInputs, media_kind
 from mmjax.data.tokenizer import TextTokenizer
 from mmjax.data.transforms import NORMALIZATIONS, image_processor, normalize_images
+from mmjax.inference.generation import GENERATION_TASKS, ImageGenerator
 from mmjax.inference.media import MediaTower
 from mmjax.inference.pipeline import Pipeline
-from mmjax.inference.run_loading import is_run, load_run
+from mmjax.inference.run_loading import LoadedRun, is_run, load_run
 
 TWO_TOWER_TASKS = ("contrastive",)
 
 
-def load(path: str | Path, *, allow_network: bool = False, batch_size: int = 32) -> Pipeline:
+def load(
+    path: str | Path, *, allow_network: bool = False, batch_size: int = 32
+) -> Pipeline | ImageGenerator:
     """The model at ``path`` with its tokenizer and image preprocessing (a run whose image
     tower is a video / audio tower: its video / audio preprocessing, ``embed_videos`` /
-    ``embed_audio``).
+    ``embed_audio``): a ``Pipeline`` for a two-tower (``contrastive``) run or HF
+    directory, an ``ImageGenerator`` (``generate(texts)``) for a ``text_to_image`` run;
+    ``batch_size``: the rows per jitted call.
 
     ``path``: a run workdir or its ``checkpoints/`` directory (latest step; the EMA params
     if the run kept an EMA), one checkpoint step directory, a Hugging Face model directory
@@ -34,7 +46,7 @@ def load(path: str | Path, *, allow_network: bool = False, batch_size: int = 32)
 
         return load_hf(resolve(text[3:], allow_network=allow_network), batch_size)
     if is_run(path):
-        return load_run_pipeline(path, batch_size)
+        return load_run_model(path, batch_size)
     if (Path(path) / "config.json").is_file() and (Path(path) / "checkpoints").exists():
         raise FileNotFoundError(f"{path}: the run has no checkpoint yet")
     if (Path(path) / "config.json").is_file():
@@ -70,19 +82,27 @@ def media_preprocessing(config: Any, kind: str) -> dict[str, Any]:
     return dict(audio=audio)
 
 
-def load_run_pipeline(path: str | Path, batch_size: int = 32) -> Pipeline:
-    """A two-tower run's latest (or given) checkpoint step; a video / audio tower in the
-    image slot gets the task's own eval input path (``MediaTower``)."""
-    from mmjax.tasks import build_task
-
+def load_run_model(path: str | Path, batch_size: int = 32) -> Pipeline | ImageGenerator:
+    """A run's latest (or given) checkpoint step, as the object its task serves."""
     run = load_run(path)
-    config = run.config
-    task_name = config.task.name
+    task_name = run.config.task.name
+    if task_name in GENERATION_TASKS:
+        return ImageGenerator.from_run(run, batch_size=batch_size)
     if task_name not in TWO_TOWER_TASKS:
         raise ValueError(
-            f"mmjax.load: {path} is a {task_name!r} run; Pipeline serves two-tower runs "
-            f"(task {TWO_TOWER_TASKS}) today"
+            f"mmjax.load: {path} is a {task_name!r} run; mmjax.load serves two-tower runs "
+            f"(task {TWO_TOWER_TASKS}: Pipeline) and generation runs (task "
+            f"{GENERATION_TASKS}: ImageGenerator) today"
         )
+    return two_tower_pipeline(run, batch_size)
+
+
+def two_tower_pipeline(run: LoadedRun, batch_size: int = 32) -> Pipeline:
+    """A two-tower run's ``Pipeline``; a video / audio tower in the image slot gets the
+    task's own eval input path (``MediaTower``)."""
+    from mmjax.tasks import build_task
+
+    config = run.config
     task = build_task(config)
     tokenizer = task.tokenizer
     eval_fn = make_image_fn(config.data, train=False)

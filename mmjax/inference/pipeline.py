@@ -7,6 +7,8 @@
     idx, scores = pipe.retrieve(["a red square"], images, k=5)
     vid = mmjax.load("runs/video_text").embed_videos(["clip.mp4"])   # video tower: [1, dim]
     aud = mmjax.load("runs/audio_text").embed_audio(["beep.wav"])    # audio tower: [1, dim]
+    gen = mmjax.load("runs/t2i")   # a text_to_image run: ImageGenerator, not a Pipeline
+    images = gen.generate(["a red circle"]).images   # uint8 [1, H, W, 3] (inference/generation.py)
 
 Images are PIL images, file paths or uint8 ``[H, W, 3]`` arrays of any size, preprocessed as
 in eval: the run's ``data.eval_transform`` (or ``data.image_processor``), then (for an image
