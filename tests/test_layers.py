@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mmjax.models.common import matmul_2d
 from mmjax.models.layers import ACTIVATIONS, Encoder, MultiHeadAttention, TransformerBlock
 from mmjax.models.spec import TransformerSpec
 
@@ -147,3 +150,32 @@ def test_dropout_is_active_only_in_training():
     b = enc.apply(params, x, deterministic=False, rngs={"dropout": jax.random.PRNGKey(2)})
     assert not np.allclose(a, b)
     np.testing.assert_allclose(enc.apply(params, x), enc.apply(params, x))
+
+
+@pytest.mark.parametrize(
+    "equation, x_shape, w_shape, contract",
+    [
+        ("bse,ef->bsf", (3, 5, 8), (8, 6), 1),  # nn.Dense via common.dense
+        ("bse,ehd->bshd", (3, 5, 8), (8, 2, 4), 1),  # attention q / k / v
+        ("bshd,hde->bse", (3, 5, 2, 4), (2, 4, 8), 2),  # attention out
+    ],
+)
+def test_matmul_2d_equals_einsum_and_its_gradients(equation, x_shape, w_shape, contract):
+    """The projections' one 2-D matmul: the einsum's values and gradients, and no dot of the
+    differentiated program contracts more than one dim (XLA:CPU copies operands for those)."""
+    kx, kw, kc = jax.random.split(jax.random.PRNGKey(0), 3)
+    x, w = jax.random.normal(kx, x_shape), jax.random.normal(kw, w_shape)
+    c = jax.random.normal(kc, jnp.einsum(equation, x, w).shape)
+
+    def grads(f):
+        return jax.jit(jax.grad(lambda x, w: jnp.sum(jnp.tanh(f(x, w)) * c), argnums=(0, 1)))
+
+    ours = grads(lambda x, w: matmul_2d(x, w, contract))
+    want = jnp.einsum(equation, x, w)
+    np.testing.assert_allclose(matmul_2d(x, w, contract), want, rtol=1e-5, atol=1e-5)
+    ref = grads(lambda x, w: jnp.einsum(equation, x, w))(x, w)
+    for got, expected in zip(ours(x, w), ref, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert not re.search(r"contracting_dims = \[\d+, \d+", ours.lower(x, w).as_text())
+    with pytest.raises(ValueError, match="input dims"):
+        matmul_2d(x, jnp.zeros((7, 3)))

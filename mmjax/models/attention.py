@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.models.common import Array, Dtype, kernel_init, logical_param
+from mmjax.models.common import Array, Dtype, kernel_init, logical_param, matmul_2d
 
 
 def key_padding(padding_mask: Array | None) -> dict[str, Array | None]:
@@ -36,14 +36,16 @@ def key_padding(padding_mask: Array | None) -> dict[str, Array | None]:
 
 
 def einsum_dense(
-    module: nn.Module, x: Array, equation: str, kernel: tuple, out_dims: int, use_bias: bool
+    module: nn.Module, x: Array, kernel: tuple, out_dims: int, use_bias: bool
 ) -> Array:
-    """``einsum(equation, x, kernel)`` in ``module.dtype`` plus, with ``use_bias``, a zero-init
-    ``bias`` over the kernel's last ``out_dims`` dims. ``kernel``: ``(init, shape, axes)``
-    of the float32 ``kernel`` param (logical axis names ``axes``)."""
+    """``x`` ``[..., *in]`` times the kernel ``[*in, *out]`` (``out``: its last ``out_dims``
+    dims) in ``module.dtype`` (``common.matmul_2d``) plus, with ``use_bias``, a zero-init
+    ``bias`` ``[*out]``. ``kernel``: ``(init, shape, axes)`` of the float32 ``kernel``
+    param (logical axis names ``axes``)."""
     init, shape, axes = kernel
     w = logical_param(module, "kernel", init, shape, axes)
-    y = jnp.einsum(equation, x.astype(module.dtype), w.astype(module.dtype))
+    contract = len(shape) - out_dims
+    y = matmul_2d(x.astype(module.dtype), w.astype(module.dtype), contract)
     if use_bias:
         zeros = nn.initializers.zeros
         bias = logical_param(module, "bias", zeros, shape[-out_dims:], axes[-out_dims:])
@@ -63,7 +65,7 @@ class HeadsProjection(nn.Module):
     def __call__(self, x: Array) -> Array:
         shape = (x.shape[-1], self.num_heads, self.head_dim)
         kernel = (kernel_init(0, (1, 2)), shape, ("embed", "heads", "kv"))
-        return einsum_dense(self, x, "bse,ehd->bshd", kernel, 2, self.use_bias)
+        return einsum_dense(self, x, kernel, 2, self.use_bias)  # bse,ehd->bshd
 
 
 class HeadsOutput(nn.Module):
@@ -77,7 +79,7 @@ class HeadsOutput(nn.Module):
     def __call__(self, x: Array) -> Array:
         shape = (x.shape[-2], x.shape[-1], self.features)
         kernel = (kernel_init((0, 1), 2), shape, ("heads", "kv", "embed"))
-        return einsum_dense(self, x, "bshd,hde->bse", kernel, 1, self.use_bias)
+        return einsum_dense(self, x, kernel, 1, self.use_bias)  # bshd,hde->bse
 
 
 class MultiHeadAttention(nn.Module):

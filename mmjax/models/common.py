@@ -4,6 +4,7 @@ helpers (masks are bool ``[batch, seq]``, True = real token)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -49,6 +50,30 @@ def kernel_init(
     return nn.initializers.xavier_uniform(in_axis=in_axis, out_axis=out_axis)
 
 
+def matmul_2d(x: Array, w: Array, contract: int = 1, precision: Any = None) -> Array:
+    """``x`` ``[..., *w.shape[:contract]]`` times ``w`` ``[*in, *out]`` -> ``[..., *out]``, as
+    one 2-D matmul ``[rows, K] @ [K, N]`` (reshapes of contiguous dims are free).
+
+    The same sums as ``einsum`` / ``nn.Dense``'s dot, but every dot of the step, the
+    backward ones included, has one contracting dim: XLA:CPU then runs the backward
+    ``dy @ w.T`` and ``x.T @ dy`` without first copying a transposed weight or activation
+    (a dot that contracts two dims, as ``[b, s, e] x [e, h, d]``'s weight gradient does,
+    is canonicalized through such copies).
+    """
+    lead, k_dims, out = x.shape[: x.ndim - contract], w.shape[:contract], w.shape[contract:]
+    if x.shape[x.ndim - contract :] != k_dims:
+        raise ValueError(f"matmul_2d: x {x.shape} does not end in w's input dims {k_dims}")
+    k = math.prod(k_dims)
+    y = jnp.dot(x.reshape(math.prod(lead), k), w.reshape(k, math.prod(out)), precision=precision)
+    return y.reshape(*lead, *out)
+
+
+def _dense_dot_general(lhs: Array, rhs: Array, dimension_numbers: Any, **kw: Any) -> Array:
+    """``nn.Dense``'s ``dot_general`` (``x`` ``[..., in]``, kernel ``[in, out]``): ``matmul_2d``."""
+    del dimension_numbers  # always ((x.ndim - 1,), (0,)), no batch dims
+    return matmul_2d(lhs, rhs, precision=kw.get("precision"))
+
+
 def dense(
     features: int,
     axes: tuple[str | None, str | None],
@@ -63,6 +88,7 @@ def dense(
         use_bias=use_bias,
         dtype=dtype,
         param_dtype=jnp.float32,
+        dot_general=_dense_dot_general,
         kernel_init=nn.with_logical_partitioning(kernel_init(), axes),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
         name=name,
