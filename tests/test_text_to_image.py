@@ -80,6 +80,33 @@ def test_cached_decode_steps_match_the_full_forward():
         np.testing.assert_allclose(np.asarray(logits), full[:, i], atol=1e-5, err_msg=str(i))
 
 
+def test_code_features_add_a_projection_of_the_frozen_codebook_to_the_code_embeddings():
+    """``model.code_features``: the decoder's (tied) code table is ``token_embed + F @ W``
+    with ``F`` the codebook (sonnet's Laplace-smoothed EMA mean, in NumPy) and a zero row
+    for BOS: folding ``F @ W`` into ``token_embed`` and zeroing ``W`` gives the same logits."""
+    task, params = _task_and_params()
+    assert task.model.code_features
+    q = params["vqvae"]["quantizer"]
+    count, total = np.asarray(q["ema_count"], np.float64), np.asarray(q["ema_sum"], np.float64)
+    eps, n = task.config.model.vqvae.ema_eps, count.sum()
+    book = total / ((count + eps) / (n + len(count) * eps) * n)[:, None]
+    features = np.concatenate([book, np.zeros((1, book.shape[1]))])  # BOS: no code
+    w = np.asarray(params["decoder"]["feature_proj"]["kernel"], np.float64)
+    folded = jax.tree.map(lambda a: a, params)
+    table = np.asarray(params["decoder"]["token_embed"]["embedding"]) + features @ w
+    folded["decoder"] = dict(folded["decoder"])
+    folded["decoder"]["token_embed"] = {"embedding": jnp.asarray(table, jnp.float32)}
+    folded["decoder"]["feature_proj"] = {"kernel": jnp.zeros_like(w, dtype=jnp.float32)}
+    tokens, mask = (jnp.asarray(a) for a in task.tokenizer(CAPTIONS))
+    codes = np.random.default_rng(2).integers(0, task.codebook_size, (2, task.num_codes))
+    want = _teacher_forced(task, params, codes.astype(np.int32), tokens, mask)
+    got = _teacher_forced(task, folded, codes.astype(np.int32), tokens, mask)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    zero_w = dict(params["decoder"], feature_proj={"kernel": jnp.zeros_like(w, jnp.float32)})
+    without = _teacher_forced(task, dict(params, decoder=zero_w), codes, tokens, mask)
+    assert np.abs(without - want).max() > 1e-3  # the projection changes the logits
+
+
 def test_guided_logits_match_numpy():
     rng = np.random.default_rng(1)
     cond, uncond = rng.normal(size=(2, 3, 7)).astype(np.float32)

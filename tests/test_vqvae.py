@@ -181,6 +181,27 @@ def test_train_step_applies_the_ema_update_and_leaves_the_codebook_out_of_the_op
     assert not np.allclose(before["vqvae"]["encoder"]["to_codes"]["kernel"], after)
 
 
+def test_deadzone_recon_loss_matches_numpy():
+    """``recon_deadzone``: errors beyond the dead zone cost their excess squared, plus
+    ``recon_mse_weight`` x the plain MSE; without it the loss is the plain MSE."""
+    overrides = ["task.recon_deadzone=0.1", "task.recon_mse_weight=0.3"]
+    task = build_task(apply_overrides(load_config(TINY), overrides))
+    plain = build_task(apply_overrides(load_config(TINY), ["task.recon_deadzone=0"]))
+    params = task.init(jax.random.PRNGKey(0))["params"]
+    images = np.random.default_rng(1).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    batch = {"image": jnp.asarray(images)}
+    loss, m = task.loss(params, batch, jax.random.PRNGKey(1))
+    plain_loss, _ = plain.loss(params, batch, jax.random.PRNGKey(1))
+    out = task.apply(params, jnp.asarray(images, jnp.float32) / 255.0)
+    err = np.abs(np.asarray(out["recon"], np.float64) - images / 255.0)
+    assert (err < 0.1).any() and (err > 0.1).any()  # both sides of the dead zone occur
+    excess = np.where(err > 0.1, err - 0.1, 0.0)
+    commit = 0.25 * float(m["commitment"])
+    want = np.mean(excess**2) + 0.3 * np.mean(err**2) + commit
+    assert float(loss) == pytest.approx(want, rel=1e-5)
+    assert float(plain_loss) == pytest.approx(np.mean(err**2) + commit, rel=1e-5)
+
+
 def test_eval_metrics_match_numpy_formulas():
     task = build_task(load_config(TINY))
     k = task.model.spec.codebook_size

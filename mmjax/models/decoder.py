@@ -92,9 +92,14 @@ class CaptionDecoder(SpecModule):
         *,
         decode: bool = False,
         deterministic: bool = True,
+        token_features: jax.Array | None = None,
     ) -> dict[str, jax.Array]:
         seq = text_length(tokens, self.context_length, "the decoder's context_length")
         token_embed = embed(self.vocab_size, self.width, "token_embed")
+        table = None
+        if token_features is not None:  # [vocab, F]: the embedding table is learned + W F
+            project = dense(self.width, (None, "embed"), self.dtype, "feature_proj", use_bias=False)
+            table = token_embed.embedding + project(token_features).astype(jnp.float32)
         pos = position_embedding(self, self.context_length, self.width, "pos_embed")
         if decode:
             stepping = self.has_variable("cache", "position")
@@ -104,7 +109,8 @@ class CaptionDecoder(SpecModule):
                     raise ValueError(f"a decode step takes tokens [batch, 1], got {tokens.shape}")
                 pos = jax.lax.dynamic_slice_in_dim(pos, position.value, 1)
                 position.value = position.value + 1
-        x = (token_embed(tokens) + pos[None, :seq]).astype(self.dtype)
+        tok = token_embed(tokens) if table is None else jnp.take(table, tokens, axis=0)
+        x = (tok + pos[None, :seq]).astype(self.dtype)
         x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
         out = {}
         if self.unimodal_depth:
@@ -125,7 +131,9 @@ class CaptionDecoder(SpecModule):
             deterministic=deterministic,
         )
         x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
-        if self.tie_embeddings:
+        if self.tie_embeddings and table is not None:
+            logits = jnp.dot(x, table.T.astype(x.dtype))
+        elif self.tie_embeddings:
             logits = token_embed.attend(x)
         else:
             logits = dense(self.vocab_size, ("embed", "vocab"), self.dtype, "lm_head")(x)

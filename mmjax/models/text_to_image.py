@@ -31,6 +31,7 @@ class TextToImage(nn.Module):
     text: nn.Module
     decoder: CaptionDecoder
     vqvae: VQVAE
+    code_features: bool = False  # the decoder's code embeddings see the frozen codebook
 
     @property
     def bos_id(self) -> int:
@@ -56,12 +57,27 @@ class TextToImage(nn.Module):
         bos = jnp.full((codes.shape[0], 1), self.bos_id, jnp.int32)
         seq = jnp.concatenate([bos, codes[:, :-1]], axis=1)
         context = self.encode_text(tokens, padding_mask, deterministic=deterministic)
-        return self.decoder(seq, context, padding_mask, deterministic=deterministic)["logits"]
+        features = self.token_features()
+        out = self.decoder(
+            seq, context, padding_mask, deterministic=deterministic, token_features=features
+        )
+        return out["logits"]
+
+    def token_features(self) -> jax.Array | None:
+        """``[codebook_size + 1, code_dim]``: the codebook and a zero row for BOS (no
+        gradient), or None without ``code_features``."""
+        if not self.code_features:
+            return None
+        book = jax.lax.stop_gradient(self.vqvae.quantizer.codebook())
+        return jnp.concatenate([book, jnp.zeros((1, book.shape[1]), book.dtype)])
 
     def decode_step(self, seq: jax.Array, context: jax.Array, context_mask: jax.Array) -> jax.Array:
         """One cached decode step (``mutable=['cache']``): ``[batch, 1]`` tokens -> logits
         ``[batch, 1, vocab]``; on ``[batch, len]`` tokens the call that creates the cache."""
-        return self.decoder(seq, context, context_mask, decode=True)["logits"]
+        features = self.token_features()
+        return self.decoder(seq, context, context_mask, decode=True, token_features=features)[
+            "logits"
+        ]
 
     def tokenize(self, images: jax.Array) -> jax.Array:
         """Images -> codes int32 ``[batch, grid * grid]`` (no gradient)."""

@@ -69,7 +69,8 @@ def build_text_to_image(model_cfg: Any) -> TextToImage:
         eos_id=-1,  # no end token: every image has grid * grid codes
     )
     spec = spec_from_config(DecoderSpec, section, "config.model.decoder", **runtime)
-    return TextToImage(text=text, decoder=CaptionDecoder(spec), vqvae=vqvae)
+    features = bool(model_cfg.get("code_features", False))
+    return TextToImage(text=text, decoder=CaptionDecoder(spec), vqvae=vqvae, code_features=features)
 
 
 @register_task("text_to_image")

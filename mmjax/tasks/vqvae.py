@@ -7,9 +7,13 @@ text-to-image task's frozen tokenizer has, so ``init_from`` a VQ-VAE run loads i
 
 Loss (per batch; images scaled to ``[0, 1]``)::
 
-    mean((recon - image)^2) + beta * mean((z - stop_gradient(e))^2)
+    recon_loss + beta * mean((z - stop_gradient(e))^2)
+    recon_loss = mean((recon - image)^2)                           # recon_deadzone = 0
+               = mean(max(|recon - image| - d, 0)^2) + w * mean((recon - image)^2)   # d > 0
 
-``beta`` is ``config.task.commitment_cost`` (the paper's 0.25). The codebook gets no
+``beta`` is ``config.task.commitment_cost`` (the paper's 0.25), ``d`` / ``w``
+``config.task.recon_deadzone`` / ``recon_mse_weight`` (defaults 0.1 / 0.1: an error within
+the pixel noise costs only ``w e^2``, so codes do not pay for noise). The codebook gets no
 gradient: after each optimizer step the trainer calls ``update_buffers``, which assigns the
 step's encoder outputs (computed with the params the loss saw) to their nearest codes and
 moves ``vqvae/quantizer/ema_count`` / ``ema_sum`` by ``ema_update`` (sonnet's
@@ -91,6 +95,13 @@ class VQVAETask(Task):
         self.beta = float(config.task.get("commitment_cost", 0.25))
         if self.beta < 0:
             raise ConfigError(f"config.task.commitment_cost must be >= 0, got {self.beta}")
+        self.deadzone = float(config.task.get("recon_deadzone", 0.0))
+        self.mse_weight = float(config.task.get("recon_mse_weight", 1.0))
+        if self.deadzone < 0 or self.mse_weight < 0:
+            raise ConfigError(
+                "config.task.recon_deadzone and recon_mse_weight must be >= 0, got "
+                f"{self.deadzone}, {self.mse_weight}"
+            )
 
     def init(self, rng: jax.Array) -> Any:
         images = unit_images(self.dummy_batch()["image"])
@@ -107,12 +118,16 @@ class VQVAETask(Task):
         out = self.apply(params, target)
         recon_mse = jnp.mean((out["recon"] - target) ** 2)
         commitment = jnp.mean((out["z"] - out["quantized"]) ** 2)  # quantized: no gradient
+        recon_loss = recon_mse
+        if self.deadzone > 0:  # errors within the pixel noise cost only mse_weight * e^2
+            excess = jax.nn.relu(jnp.abs(out["recon"] - target) - self.deadzone)
+            recon_loss = jnp.mean(excess**2) + self.mse_weight * recon_mse
         metrics = {
             "recon_mse": recon_mse,
             "commitment": commitment,
             "perplexity": code_perplexity(out["codes"], self.spec.codebook_size),
         }
-        return recon_mse + self.beta * commitment, metrics
+        return recon_loss + self.beta * commitment, metrics
 
     def update_buffers(self, params: Any, batch: Batch) -> Any:
         """The EMA step of ``ema_count`` / ``ema_sum`` on this batch's encoder outputs."""
