@@ -9,7 +9,7 @@ The tokenizer (``configs/vqvae_synthetic.py``) is trained first and loaded froze
 (``init_from``; ``optim.rules`` freezes ``vqvae/.*``). A CLIP text tower encodes the
 caption; a caption decoder over the 1,024 codes (+ BOS; its code embeddings see the
 frozen codebook) predicts the image's 8x8 code grid in raster order, cross-attending to
-the text. Captions are dropped to the empty caption with probability 0.1 (classifier-free
+the text. Captions are dropped to the empty caption with probability 0.2 (classifier-free
 guidance; sampled with guidance 1.5 and top-k 5). Eval: teacher-forced code cross-entropy
 with the caption and with the null caption, and guided samples (KV-cached, jitted).
 """

@@ -8,9 +8,10 @@ its nearest of 1,024 codebook entries (straight-through gradient, commitment los
 the codebook follows the encoder outputs by exponential moving averages (sonnet's
 ``VectorQuantizerEMA``), its statistics kept as params that the trainer updates after
 each step, and codes the EMA lets die restart. The reconstruction loss is a dead-zone
-loss (``task.recon_deadzone``: errors within the pixel noise cost little). Eval: reconstruction MSE and PSNR, the fraction of codes in use and the code
-perplexity. The text-to-image generator (``configs/text_to_image_synthetic.py``) loads this
-run's ``vqvae/`` params frozen (``init_from``).
+loss (``task.recon_deadzone``: errors within the pixel noise cost little). Eval:
+reconstruction MSE and PSNR, the fraction of codes in use and the code perplexity. The
+text-to-image generator (``configs/text_to_image_synthetic.py``) loads this run's
+``vqvae/`` params frozen (``init_from``).
 """
 
 import ml_collections

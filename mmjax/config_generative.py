@@ -70,7 +70,7 @@ def text_to_image() -> ml_collections.ConfigDict:
     m.code_features = True  # code embeddings = learned + a projection of the frozen codebook
     task = dict(
         name="text_to_image",
-        cond_drop=0.1,  # classifier-free guidance: P(caption -> the null caption)
+        cond_drop=0.2,  # classifier-free guidance: P(caption -> the null caption)
         guidance_scale=1.5,  # eval sampling: uncond + s * (cond - uncond)
         temperature=1.0,
         top_k=5,  # 0 = the whole codebook
@@ -114,7 +114,7 @@ def text_to_image_48px(c: ml_collections.ConfigDict) -> None:
     c.model.decoder.update(base.MEDIUM)
     c.model.code_features = False  # as measured (before the 32 px defaults changed)
     c.optim.lr = 1e-3
-    c.task.update(guidance_scale=3.0, top_k=0)
+    c.task.update(guidance_scale=3.0, top_k=0, cond_drop=0.1)
     c.train.update(steps=500, checkpoint_every=500)
 
 

@@ -10,7 +10,7 @@ run's). Params: ``text/``, ``decoder/`` and ``vqvae/``; the config freezes ``vqv
 
 Loss: next-code cross-entropy of the images' codes given the caption. Classifier-free
 guidance training: each caption is replaced by the null condition (the empty caption,
-``[BOS, EOS]``) with probability ``config.task.cond_drop`` (0.1), so one model is both the
+``[BOS, EOS]``) with probability ``config.task.cond_drop`` (0.2), so one model is both the
 conditional and the unconditional one.
 
 Sampling (``generate``, under ``jax.jit``): ``mmjax.models.generate.sample`` over the cached
@@ -87,7 +87,7 @@ class TextToImageTask(Task):
         self.context_length = config.model.text.context_length
         self.codebook_size = spec.codebook_size
         self.num_codes = spec.grid * spec.grid
-        self.cond_drop = float(task.get("cond_drop", 0.1))
+        self.cond_drop = float(task.get("cond_drop", 0.2))
         self.guidance_scale = float(task.get("guidance_scale", 3.0))
         self.temperature = float(task.get("temperature", 1.0))
         self.top_k = int(task.get("top_k", 0))
