@@ -94,23 +94,27 @@ def vqvae_48px(c: ml_collections.ConfigDict) -> None:
     codes restarted, 600 steps (4 min 4 s on one core). At 600 steps the 2,000-step shape
     judge reads the shape of 57% of its reconstructions (the 1,000-step judge: 62%; on a
     6x6 grid of 8x8 px codes that judge read 31%, colour 38%; with 2,048 codes 30% / 15%)."""
+    _tokenizer_48px(c)
+    c.task.update(recon_deadzone=0.0, recon_mse_weight=1.0)  # plain MSE, as measured
+    c.train.update(steps=600, eval_every=0, checkpoint_every=600)
+
+
+def _tokenizer_48px(c: ml_collections.ConfigDict) -> None:
+    """The ``48px`` tokenizer, in its own run and inside the generator's ``model.vqvae``.
+    Measured before the 32 px defaults moved to 1,024 codes and the dead-zone loss, so it
+    keeps the 256 codes of 32-d it was measured with."""
     # Restart codes used less than about once in two steps (EMA count < 0.5): without it
     # 45% of the 6x6 tokenizer's 256 codes were unused after 1,000 steps.
-    # Measured before the 32 px defaults moved to 1,024 codes and the dead-zone loss: the
-    # variant keeps the tokenizer it was measured with.
     c.model.vqvae.update(image_size=48, num_downsamples=2, dead_code_threshold=0.5)
     c.model.vqvae.update(codebook_size=256, code_dim=32)
-    if "recon_deadzone" in c.task:  # the tokenizer's own run (text_to_image has no such keys)
-        c.task.update(recon_deadzone=0.0, recon_mse_weight=1.0)
     c.data.image_size = 48
-    c.train.update(steps=600, eval_every=0, checkpoint_every=600)
 
 
 def text_to_image_48px(c: ml_collections.ConfigDict) -> None:
     """Variant ``48px`` of ``text_to_image``, over the ``48px`` tokenizer's 144 codes: a
     width-96 decoder (over 144 codes width 128 ran 0.8 steps/s, 96: 1.05), 500 steps
     to fit the 15-minute budget, too few: guided colour 0.41 (README "Text-to-image")."""
-    vqvae_48px(c)
+    _tokenizer_48px(c)
     c.model.decoder.update(base.MEDIUM)
     c.model.code_features = False  # as measured (before the 32 px defaults changed)
     c.optim.lr = 1e-3

@@ -132,7 +132,7 @@ class CaptionDecoder(SpecModule):
         )
         x = layer_norm(self.ln_eps, self.dtype, name="ln_final")(x)
         if self.tie_embeddings and table is not None:
-            logits = jnp.dot(x, table.T.astype(x.dtype))
+            logits = jnp.dot(x, table.T)  # fp32 table: promoted as nn.Embed.attend does
         elif self.tie_embeddings:
             logits = token_embed.attend(x)
         else:
